@@ -1,0 +1,270 @@
+//! The Lua scripts that make admission atomic, and their typed outcomes.
+//!
+//! Three scripts share one arbitration rule, so that every admitted coupon ends up as
+//! exactly one MySQL row whatever fails in between:
+//!
+//! - [`admit`] (issuer): start/end gate against Redis `TIME`, the winners lookup (a
+//!   retry gets its seq back), the stock check and decrement, the never-decremented seq
+//!   counter and, on the last coupon, the sold-out publish — one round trip.
+//! - [`roll_back`] (issuer, after Kafka definitely refused the message): undoes an
+//!   admission unless the consumer already confirmed it.
+//! - [`confirm`] (consumer, before inserting rows): marks admissions as persisted-to-be,
+//!   and tells which messages belong to admissions that were rolled back.
+//!
+//! Whichever of `roll_back` and `confirm` runs first for a seq wins; Redis runs scripts
+//! one at a time, so there is no third outcome.
+
+use redis::Script;
+use std::sync::LazyLock;
+
+use crate::keys::{RoundKeys, SOLD_OUT_CHANNEL, winner_field};
+use crate::redis_conn::RedisConn;
+
+/// Outcome of one admission attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    Issued {
+        seq: u32,
+        /// Which of the user's `per_user` coupons this is (1-based).
+        slot: u32,
+        remaining: u32,
+        /// Redis server time of the admission.
+        at_ms: i64,
+    },
+    /// The user already holds `per_user` coupons; `seq` is the latest.
+    AlreadyIssued {
+        seq: u32,
+    },
+    SoldOut,
+    NotStarted {
+        starts_at_ms: i64,
+    },
+    Ended,
+    /// The round's keys are not in Redis (never pre-warmed, or cleaned up).
+    UnknownRound,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptError {
+    #[error("redis call failed")]
+    Redis(#[from] redis::RedisError),
+    #[error("script answered {0:?}, which this version does not understand")]
+    UnexpectedReply(Vec<String>),
+}
+
+static ADMIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local meta, winners = KEYS[1], KEYS[2]
+local user = ARGV[1]
+local m = redis.call('HMGET', meta, 'start_ms', 'end_ms', 'remaining', 'per_user')
+if not m[1] then return {'UNKNOWN'} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if now < tonumber(m[1]) then return {'NOT_STARTED', m[1]} end
+local ends = tonumber(m[2])
+if ends > 0 and now >= ends then return {'ENDED'} end
+local free, last = nil, nil
+for k = 1, tonumber(m[4]) do
+  local field = user
+  if k > 1 then field = user .. '\31' .. k end
+  local s = redis.call('HGET', winners, field)
+  if s then last = s elseif not free then free = k end
+end
+if not free then return {'ALREADY_ISSUED', last} end
+if tonumber(m[3]) <= 0 then return {'SOLD_OUT'} end
+local remaining = redis.call('HINCRBY', meta, 'remaining', -1)
+local seq = redis.call('HINCRBY', meta, 'seq', 1)
+local field = user
+if free > 1 then field = user .. '\31' .. free end
+redis.call('HSET', winners, field, seq)
+if remaining == 0 then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+return {'ISSUED', tostring(seq), tostring(free), tostring(remaining), tostring(now)}
+"#,
+    )
+});
+
+/// Admits `user` to the round if the gate is open, stock is left and the user holds
+/// fewer than `per_user` coupons. One round trip, atomic.
+pub async fn admit(
+    conn: &mut RedisConn,
+    keys: &RoundKeys,
+    round_label: &str,
+    user: &str,
+) -> Result<Admission, ScriptError> {
+    let reply: Vec<String> = ADMIT
+        .key(&keys.meta)
+        .key(&keys.winners)
+        .arg(user)
+        .arg(SOLD_OUT_CHANNEL)
+        .arg(round_label)
+        .invoke_async(conn)
+        .await?;
+    parse_admission(reply)
+}
+
+fn parse_admission(reply: Vec<String>) -> Result<Admission, ScriptError> {
+    let number = |i: usize| reply.get(i).and_then(|v| v.parse::<i64>().ok());
+    let outcome = match reply.first().map(String::as_str) {
+        Some("ISSUED") => match (number(1), number(2), number(3), number(4)) {
+            (Some(seq), Some(slot), Some(remaining), Some(at_ms)) => Some(Admission::Issued {
+                seq: to_u32(seq),
+                slot: to_u32(slot),
+                remaining: to_u32(remaining),
+                at_ms,
+            }),
+            _ => None,
+        },
+        Some("ALREADY_ISSUED") => {
+            number(1).map(|seq| Admission::AlreadyIssued { seq: to_u32(seq) })
+        }
+        Some("SOLD_OUT") => Some(Admission::SoldOut),
+        Some("NOT_STARTED") => number(1).map(|starts_at_ms| Admission::NotStarted { starts_at_ms }),
+        Some("ENDED") => Some(Admission::Ended),
+        Some("UNKNOWN") => Some(Admission::UnknownRound),
+        _ => None,
+    };
+    outcome.ok_or(ScriptError::UnexpectedReply(reply))
+}
+
+fn to_u32(value: i64) -> u32 {
+    u32::try_from(value.max(0)).unwrap_or(u32::MAX)
+}
+
+/// Outcome of [`roll_back`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RollBack {
+    /// The admission is undone and its coupon is back in stock.
+    RolledBack,
+    /// The consumer already confirmed it: the admission stands.
+    AlreadyConfirmed,
+    /// Nothing to undo (the admission is not in the winners hash).
+    Absent,
+}
+
+static ROLL_BACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local meta, winners, confirmed = KEYS[1], KEYS[2], KEYS[3]
+local field, seq = ARGV[1], ARGV[2]
+if redis.call('HEXISTS', confirmed, seq) == 1 then return 'CONFIRMED' end
+if redis.call('HGET', winners, field) ~= seq then return 'ABSENT' end
+redis.call('HDEL', winners, field)
+redis.call('HINCRBY', meta, 'remaining', 1)
+return 'ROLLED_BACK'
+"#,
+    )
+});
+
+/// Undoes the admission of `user`'s `slot` with `seq`, unless the consumer confirmed it
+/// first. The seq counter is not decremented: a seq is never handed out twice.
+pub async fn roll_back(
+    conn: &mut RedisConn,
+    keys: &RoundKeys,
+    user: &str,
+    slot: u32,
+    seq: u32,
+) -> Result<RollBack, ScriptError> {
+    let reply: String = ROLL_BACK
+        .key(&keys.meta)
+        .key(&keys.winners)
+        .key(&keys.confirmed)
+        .arg(winner_field(user, slot))
+        .arg(seq)
+        .invoke_async(conn)
+        .await?;
+    match reply.as_str() {
+        "ROLLED_BACK" => Ok(RollBack::RolledBack),
+        "CONFIRMED" => Ok(RollBack::AlreadyConfirmed),
+        "ABSENT" => Ok(RollBack::Absent),
+        _ => Err(ScriptError::UnexpectedReply(vec![reply])),
+    }
+}
+
+static CONFIRM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local meta, winners, confirmed = KEYS[1], KEYS[2], KEYS[3]
+local out = {}
+-- A round whose keys are gone (cleaned up after it completed, or a Redis that lost its
+-- data) cannot arbitrate: keep every message and let MySQL's unique keys decide.
+local known = redis.call('EXISTS', meta) == 1
+for i = 1, #ARGV, 2 do
+  local field, seq = ARGV[i], ARGV[i + 1]
+  local ok = 0
+  if not known or redis.call('HEXISTS', confirmed, seq) == 1 then
+    ok = 1
+  elseif redis.call('HGET', winners, field) == seq then
+    redis.call('HSET', confirmed, seq, field)
+    ok = 1
+  end
+  table.insert(out, ok)
+end
+return out
+"#,
+    )
+});
+
+/// Confirms admissions of one round before their rows are inserted. Returns, for each
+/// `(user, slot, seq)`, whether it stands (`true`) or was rolled back (`false`: skip
+/// the row).
+pub async fn confirm(
+    conn: &mut RedisConn,
+    keys: &RoundKeys,
+    admissions: &[(&str, u32, u32)],
+) -> Result<Vec<bool>, ScriptError> {
+    if admissions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut invocation = CONFIRM.key(&keys.meta);
+    invocation.key(&keys.winners).key(&keys.confirmed);
+    for (user, slot, seq) in admissions {
+        invocation.arg(winner_field(user, *slot)).arg(*seq);
+    }
+    let reply: Vec<i64> = invocation.invoke_async(conn).await?;
+    Ok(reply.into_iter().map(|ok| ok == 1).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(parts: &[&str]) -> Vec<String> {
+        parts.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn parses_every_outcome() -> anyhow::Result<()> {
+        assert_eq!(
+            parse_admission(reply(&["ISSUED", "7", "1", "993", "1700000000000"]))?,
+            Admission::Issued {
+                seq: 7,
+                slot: 1,
+                remaining: 993,
+                at_ms: 1_700_000_000_000
+            }
+        );
+        assert_eq!(
+            parse_admission(reply(&["ALREADY_ISSUED", "9"]))?,
+            Admission::AlreadyIssued { seq: 9 }
+        );
+        assert_eq!(parse_admission(reply(&["SOLD_OUT"]))?, Admission::SoldOut);
+        assert_eq!(
+            parse_admission(reply(&["NOT_STARTED", "42"]))?,
+            Admission::NotStarted { starts_at_ms: 42 }
+        );
+        assert_eq!(parse_admission(reply(&["ENDED"]))?, Admission::Ended);
+        assert_eq!(
+            parse_admission(reply(&["UNKNOWN"]))?,
+            Admission::UnknownRound
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn rejects_replies_it_does_not_understand() {
+        assert!(parse_admission(reply(&["ISSUED", "x"])).is_err());
+        assert!(parse_admission(reply(&["MAYBE"])).is_err());
+        assert!(parse_admission(Vec::new()).is_err());
+    }
+}

@@ -1,0 +1,36 @@
+//! couponrush-core: what two or more couponrush binaries must agree on, in one place.
+//!
+//! - [`event`]: the name of an event and of its round, the strategy enum, a round's settings.
+//! - [`keys`]: the Redis key layout. Every key of a round carries one hash tag, so a
+//!   Redis Cluster keeps the round on one shard and one Lua script can touch all of it.
+//! - [`redis_conn`]: one connection type for a single Redis node or a Redis Cluster.
+//! - [`admission`]: the Lua scripts (admit, roll back, confirm) and their typed outcomes.
+//! - [`message`]: the Kafka message that carries an admitted coupon to the consumer.
+//! - [`db`]: the MySQL schema (embedded migrations) and the statements that write coupons.
+//! - [`prewarm`]: writes a round's Redis keys and MySQL row before it opens.
+//! - [`reconcile`]: re-publishes admitted coupons that have no MySQL row yet.
+//! - [`kafka`]: producer and admin settings, topic creation, the publisher.
+//! - [`duration`], [`ops`], [`telemetry`], [`shutdown`]: what every binary serves and how it starts and stops.
+
+pub mod admission;
+pub mod db;
+pub mod duration;
+pub mod event;
+pub mod kafka;
+pub mod keys;
+pub mod message;
+pub mod ops;
+pub mod prewarm;
+pub mod reconcile;
+pub mod redis_conn;
+pub mod shutdown;
+pub mod telemetry;
+
+/// Milliseconds since the Unix epoch on this machine's clock. Only for timestamps that
+/// are reported, never for admission decisions: those use the backend's clock.
+pub fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

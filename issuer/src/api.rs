@@ -1,0 +1,305 @@
+//! The HTTP API: `POST /api/v1/events/{namespace}/{name}/issue` and its `GET`, the
+//! event's public state, plus JSON answers for unknown routes and wrong methods.
+//! Bad input is turned away before any backend is asked.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use couponrush_core::admission::Admission;
+use couponrush_core::db;
+use couponrush_core::event::{EventId, Strategy};
+use couponrush_core::keys::winner_field;
+use couponrush_core::prewarm::round_meta;
+use redis::AsyncCommands;
+use serde::Deserialize;
+
+use crate::error::IssueError;
+use crate::events::LiveRound;
+use crate::metrics::AnswerLabels;
+use crate::queue;
+use crate::response::{EventState, Reply, rfc3339};
+use crate::state::AppState;
+use crate::strategies::{self, Outcome};
+
+/// Largest request body accepted; an issue request needs at most a few fields.
+pub const MAX_BODY_BYTES: usize = 1024;
+
+/// The API router; tests drive it with `oneshot`, `run` serves it.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(
+            "/api/v1/events/{namespace}/{name}/issue",
+            post(issue).get(my_result),
+        )
+        .route("/api/v1/events/{namespace}/{name}", get(event_state))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .method_not_allowed_fallback(|| async { Reply::MethodNotAllowed })
+        .fallback(|| async { Reply::NotFound })
+        .with_state(state)
+}
+
+/// The optional body of an issue request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct IssueRequest {
+    /// The client's own reference for this attempt, echoed in the log.
+    #[serde(default)]
+    request_id: Option<String>,
+}
+
+fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<Option<IssueRequest>, Reply> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Reply::TooLarge
+        } else {
+            Reply::BadRequest(rejection.body_text())
+        }
+    })?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let request: IssueRequest = serde_json::from_slice(&body)
+        .map_err(|error| Reply::BadRequest(format!("invalid JSON body: {error}")))?;
+    if request
+        .request_id
+        .as_ref()
+        .is_some_and(|id| id.len() > 64 || id.chars().any(char::is_control))
+    {
+        return Err(Reply::BadRequest(
+            "requestId must be at most 64 printable characters".to_owned(),
+        ));
+    }
+    Ok(Some(request))
+}
+
+fn event_id(namespace: &str, name: &str) -> Result<EventId, Reply> {
+    EventId::new(namespace, name).map_err(|error| Reply::BadRequest(error.to_string()))
+}
+
+async fn lookup(state: &AppState, event: &EventId) -> Result<Arc<LiveRound>, Reply> {
+    match state.events.get(event).await {
+        Ok(Some(live)) => Ok(live),
+        Ok(None) => Err(Reply::UnknownEvent),
+        Err(error) => Err(unavailable(state, &IssueError::LookupEvent(error))),
+    }
+}
+
+fn unavailable(state: &AppState, error: &IssueError) -> Reply {
+    tracing::warn!(error = %error, source = ?std::error::Error::source(error), "answering 503");
+    state
+        .metrics
+        .backend_errors
+        .get_or_create(&crate::metrics::ErrorLabels { kind: error.kind() })
+        .inc();
+    Reply::Unavailable
+}
+
+async fn issue(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
+    let started = Instant::now();
+    let (reply, strategy) = decide(&state, &namespace, &name, &headers, body).await;
+    let labels = AnswerLabels {
+        status: reply.status_word(),
+        strategy: strategy.map_or("none", Strategy::as_str),
+    };
+    state
+        .metrics
+        .admission_seconds
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    state.metrics.answers.get_or_create(&labels).inc();
+    reply
+}
+
+async fn decide(
+    state: &AppState,
+    namespace: &str,
+    name: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> (Reply, Option<Strategy>) {
+    let user = match state.auth.identify(headers) {
+        Ok(user) => user,
+        Err(why) => return (Reply::Unauthorized(why), None),
+    };
+    let request = match parse_body(body) {
+        Ok(request) => request,
+        Err(reply) => return (reply, None),
+    };
+    let event = match event_id(namespace, name) {
+        Ok(event) => event,
+        Err(reply) => return (reply, None),
+    };
+    let live = match lookup(state, &event).await {
+        Ok(live) => live,
+        Err(reply) => return (reply, None),
+    };
+    if live.is_sold_out() {
+        return (Reply::SoldOut, Some(live.strategy));
+    }
+    let reply = match strategies::issue(state, &live, &user).await {
+        Ok(outcome) => outcome_reply(outcome, live.round.round),
+        Err(error) => unavailable(state, &error),
+    };
+    if let Reply::Issued { seq, .. } = &reply {
+        tracing::debug!(round = %live.label, user, seq, request_id = ?request.and_then(|r| r.request_id), "issued");
+    }
+    (reply, Some(live.strategy))
+}
+
+fn outcome_reply(outcome: Outcome, round: u32) -> Reply {
+    match outcome {
+        Outcome::Queued { position } => Reply::Queued { position },
+        Outcome::Admission(admission) => match admission {
+            Admission::Issued { seq, .. } => Reply::Issued { seq, round },
+            Admission::AlreadyIssued { seq } => Reply::AlreadyIssued { seq, round },
+            Admission::SoldOut => Reply::SoldOut,
+            Admission::NotStarted { starts_at_ms } => {
+                let wait_ms = starts_at_ms
+                    .saturating_sub(couponrush_core::wall_clock_ms())
+                    .max(0);
+                Reply::NotStarted {
+                    starts_at_ms,
+                    retry_after_s: u64::try_from(wait_ms).unwrap_or(0).div_ceil(1000).max(1),
+                }
+            }
+            Admission::Ended => Reply::Ended,
+            Admission::UnknownRound => Reply::UnknownEvent,
+        },
+    }
+}
+
+/// `GET …/issue`: what the caller holds in the current round, and whether it is in
+/// MySQL yet.
+async fn my_result(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Reply {
+    let user = match state.auth.identify(&headers) {
+        Ok(user) => user,
+        Err(why) => return Reply::Unauthorized(why),
+    };
+    let event = match event_id(&namespace, &name) {
+        Ok(event) => event,
+        Err(reply) => return reply,
+    };
+    let live = match lookup(&state, &event).await {
+        Ok(live) => live,
+        Err(reply) => return reply,
+    };
+    match read_result(&state, &live, &user).await {
+        Ok(reply) => reply,
+        Err(error) => unavailable(&state, &error),
+    }
+}
+
+async fn read_result(state: &AppState, live: &LiveRound, user: &str) -> Result<Reply, IssueError> {
+    let round = live.round.round;
+    if live.strategy == Strategy::Queue {
+        match queue::standing(state, live, user).await? {
+            Some(Outcome::Admission(Admission::AlreadyIssued { seq })) => {
+                return Ok(Reply::MyResult {
+                    seq: Some(seq),
+                    persisted: true,
+                    round,
+                });
+            }
+            Some(outcome) => return Ok(outcome_reply(outcome, round)),
+            None => {
+                return Ok(Reply::MyResult {
+                    seq: None,
+                    persisted: false,
+                    round,
+                });
+            }
+        }
+    }
+    let persisted = db::user_seqs(&state.db, &live.round, user)
+        .await
+        .map_err(IssueError::Database)?;
+    if live.strategy != Strategy::KafkaAsync {
+        return Ok(Reply::MyResult {
+            seq: persisted.last().copied(),
+            persisted: true,
+            round,
+        });
+    }
+    let mut redis = state.redis.clone();
+    let admitted: Option<u32> = redis
+        .hget(&live.keys.winners, winner_field(user, 1))
+        .await
+        .map_err(IssueError::ReadResult)?;
+    Ok(match admitted {
+        Some(seq) => Reply::MyResult {
+            seq: Some(seq),
+            persisted: persisted.contains(&seq),
+            round,
+        },
+        None => Reply::MyResult {
+            seq: None,
+            persisted: false,
+            round,
+        },
+    })
+}
+
+/// `GET /api/v1/events/{namespace}/{name}`: the current round's public state.
+async fn event_state(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Reply {
+    let event = match event_id(&namespace, &name) {
+        Ok(event) => event,
+        Err(reply) => return reply,
+    };
+    let live = match lookup(&state, &event).await {
+        Ok(live) => live,
+        Err(reply) => return reply,
+    };
+    let mut redis = state.redis.clone();
+    let meta = match round_meta(&mut redis, &live.keys).await {
+        Ok(Some(meta)) => meta,
+        Ok(None) => return Reply::UnknownEvent,
+        Err(error) => return unavailable(&state, &IssueError::ReadResult(error)),
+    };
+    // The synchronous strategies count in MySQL; Redis' `remaining` is theirs only at pre-warm.
+    let remaining = match live.strategy {
+        Strategy::KafkaAsync | Strategy::Queue => meta.remaining,
+        _ => match db::round_row(&state.db, &live.round).await {
+            Ok(Some(row)) => row.stock.saturating_sub(row.issued),
+            Ok(None) => return Reply::UnknownEvent,
+            Err(error) => return unavailable(&state, &IssueError::Database(error)),
+        },
+    };
+    let now = couponrush_core::wall_clock_ms();
+    let phase = if now < meta.start_ms {
+        "NOT_STARTED"
+    } else if meta.end_ms.is_some_and(|end| now >= end) {
+        "ENDED"
+    } else if remaining == 0 {
+        "SOLD_OUT"
+    } else {
+        "LIVE"
+    };
+    Reply::EventState(EventState {
+        event: event.to_string(),
+        round: live.round.round,
+        strategy: live.strategy.as_str(),
+        state: phase,
+        stock: meta.stock,
+        remaining,
+        starts_at: rfc3339(meta.start_ms),
+        ends_at: meta.end_ms.map(rfc3339),
+    })
+}

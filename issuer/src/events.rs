@@ -1,0 +1,255 @@
+//! The issuer's memory of events: which round is current, its strategy and stock, and
+//! whether it is sold out. A sold-out round is answered from here without touching
+//! Redis. Entries are refreshed in the background, and the sold-out channel tells every
+//! issuer the moment any of them admits the last coupon.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use couponrush_core::event::{EventId, RoundId, Strategy};
+use couponrush_core::keys::{RoundKeys, SOLD_OUT_CHANNEL};
+use couponrush_core::prewarm::{current_round, round_meta};
+use couponrush_core::redis_conn::{RedisConn, RedisTarget};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+/// How long "no such event" is remembered, so a flood of requests for an unknown
+/// event costs one Redis lookup per interval.
+const UNKNOWN_TTL: Duration = Duration::from_secs(1);
+const REFRESH_EVERY: Duration = Duration::from_millis(500);
+
+/// The current round of an event, as this issuer knows it.
+#[derive(Debug)]
+pub struct LiveRound {
+    pub round: RoundId,
+    /// `namespace/name:round`, the sold-out channel's payload.
+    pub label: String,
+    pub keys: RoundKeys,
+    pub strategy: Strategy,
+    pub stock: AtomicU32,
+    sold_out: AtomicBool,
+}
+
+impl LiveRound {
+    fn new(round: RoundId, strategy: Strategy, stock: u32) -> Self {
+        Self {
+            label: round.to_string(),
+            keys: RoundKeys::new(&round),
+            round,
+            strategy,
+            stock: AtomicU32::new(stock),
+            sold_out: AtomicBool::new(false),
+        }
+    }
+
+    pub fn is_sold_out(&self) -> bool {
+        self.sold_out.load(Ordering::Relaxed)
+    }
+
+    pub fn mark_sold_out(&self) {
+        if !self.sold_out.swap(true, Ordering::Relaxed) {
+            tracing::info!(round = %self.label, "round sold out: answering from memory from now on");
+        }
+    }
+
+    fn reopen(&self) {
+        if self.sold_out.swap(false, Ordering::Relaxed) {
+            tracing::info!(round = %self.label, "round has stock again");
+        }
+    }
+}
+
+enum Cached {
+    Known(Arc<LiveRound>),
+    Unknown(Instant),
+}
+
+pub struct Events {
+    cache: RwLock<HashMap<EventId, Cached>>,
+    redis: RedisConn,
+}
+
+impl Events {
+    pub fn new(redis: RedisConn) -> Self {
+        Self {
+            cache: RwLock::new(HashMap::new()),
+            redis,
+        }
+    }
+
+    /// The event's current round; `None` if the event was never pre-warmed.
+    pub async fn get(&self, event: &EventId) -> redis::RedisResult<Option<Arc<LiveRound>>> {
+        if let Ok(cache) = self.cache.read() {
+            match cache.get(event) {
+                Some(Cached::Known(round)) => return Ok(Some(round.clone())),
+                Some(Cached::Unknown(at)) if at.elapsed() < UNKNOWN_TTL => return Ok(None),
+                _ => {}
+            }
+        }
+        let loaded = self.load(event).await?;
+        if let Ok(mut cache) = self.cache.write() {
+            let entry = match &loaded {
+                Some(round) => Cached::Known(round.clone()),
+                None => Cached::Unknown(Instant::now()),
+            };
+            // Keep an entry a concurrent load already put there: it carries the flags.
+            match (cache.get(event), &loaded) {
+                (Some(Cached::Known(existing)), Some(new)) if existing.round == new.round => {
+                    return Ok(Some(existing.clone()));
+                }
+                _ => {
+                    cache.insert(event.clone(), entry);
+                }
+            }
+        }
+        Ok(loaded)
+    }
+
+    async fn load(&self, event: &EventId) -> redis::RedisResult<Option<Arc<LiveRound>>> {
+        let mut redis = self.redis.clone();
+        let Some((round, strategy)) = current_round(&mut redis, event).await? else {
+            return Ok(None);
+        };
+        let keys = RoundKeys::new(&round);
+        let Some(meta) = round_meta(&mut redis, &keys).await? else {
+            return Ok(None);
+        };
+        let live = LiveRound::new(round, strategy, meta.stock);
+        if tracks_remaining(strategy) && meta.remaining == 0 {
+            live.mark_sold_out();
+        }
+        Ok(Some(Arc::new(live)))
+    }
+
+    /// Every round this issuer currently knows.
+    pub fn known_rounds(&self) -> Vec<Arc<LiveRound>> {
+        self.known().into_iter().map(|(_, live)| live).collect()
+    }
+
+    fn known(&self) -> Vec<(EventId, Arc<LiveRound>)> {
+        self.cache
+            .read()
+            .map(|cache| {
+                cache
+                    .iter()
+                    .filter_map(|(event, cached)| match cached {
+                        Cached::Known(round) => Some((event.clone(), round.clone())),
+                        Cached::Unknown(_) => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Re-reads every known event: a new round replaces the old one, raised stock
+    /// reopens a sold-out round, a rolled-back last coupon reopens it too.
+    async fn refresh(&self) {
+        let mut redis = self.redis.clone();
+        for (event, live) in self.known() {
+            let current = match current_round(&mut redis, &event).await {
+                Ok(current) => current,
+                Err(error) => {
+                    tracing::debug!(%error, %event, "refreshing event failed");
+                    continue;
+                }
+            };
+            let changed = current
+                .as_ref()
+                .is_none_or(|(round, strategy)| *round != live.round || *strategy != live.strategy);
+            if changed {
+                if let Ok(mut cache) = self.cache.write() {
+                    cache.remove(&event);
+                }
+                continue;
+            }
+            if let Ok(Some(meta)) = round_meta(&mut redis, &live.keys).await {
+                let old_stock = live.stock.swap(meta.stock, Ordering::Relaxed);
+                if tracks_remaining(live.strategy) {
+                    if meta.remaining > 0 {
+                        live.reopen();
+                    } else {
+                        live.mark_sold_out();
+                    }
+                } else if meta.stock > old_stock {
+                    live.reopen();
+                }
+            }
+        }
+        if let Ok(mut cache) = self.cache.write() {
+            cache.retain(
+                |_, cached| !matches!(cached, Cached::Unknown(at) if at.elapsed() >= UNKNOWN_TTL),
+            );
+        }
+    }
+
+    fn mark_sold_out_by_label(&self, label: &str) {
+        for (_, live) in self.known() {
+            if live.label == label {
+                live.mark_sold_out();
+            }
+        }
+    }
+}
+
+/// Strategies whose Redis `remaining` is authoritative (the others count in MySQL).
+fn tracks_remaining(strategy: Strategy) -> bool {
+    matches!(strategy, Strategy::KafkaAsync | Strategy::Queue)
+}
+
+/// Refreshes the cache until `shutdown`.
+pub async fn refresh_loop(events: Arc<Events>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(REFRESH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => events.refresh().await,
+        }
+    }
+}
+
+/// Listens on the sold-out channel until `shutdown`, reconnecting with backoff.
+pub async fn sold_out_listener(
+    events: Arc<Events>,
+    target: RedisTarget,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    while !shutdown.is_cancelled() {
+        let subscribed = async {
+            let mut pubsub = target.pubsub_client()?.get_async_pubsub().await?;
+            pubsub.subscribe(SOLD_OUT_CHANNEL).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        match subscribed.await {
+            Ok(pubsub) => {
+                backoff = Duration::from_millis(100);
+                let mut messages = pubsub.into_on_message();
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        message = messages.next() => match message {
+                            Some(message) => {
+                                if let Ok(label) = message.get_payload::<String>() {
+                                    events.mark_sold_out_by_label(&label);
+                                }
+                            }
+                            None => break,
+                        },
+                    }
+                }
+                tracing::warn!("sold-out subscription ended; reconnecting");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "subscribing to the sold-out channel failed; retrying")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}

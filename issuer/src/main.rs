@@ -1,0 +1,77 @@
+//! `couponrush-issuer`: serve the API, or run an admin command (prewarm, reconcile,
+//! migrate) against the same backends.
+
+use clap::Parser;
+use couponrush_core::event::{EventId, RoundSpec};
+use couponrush_core::kafka::Publisher;
+use couponrush_core::redis_conn::RedisTarget;
+use couponrush_core::{db, prewarm, reconcile, shutdown, telemetry};
+use couponrush_issuer::config::{Backends, Cli, Command, PrewarmArgs, RoundArgs, ServeConfig};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_json);
+    match cli
+        .command
+        .unwrap_or(Command::Serve(ServeConfig::default()))
+    {
+        Command::Serve(config) => {
+            let listener = couponrush_core::ops::bind(config.listen).await?;
+            couponrush_issuer::run(cli.backends, config, listener, shutdown::on_signal()).await
+        }
+        Command::Prewarm(args) => prewarm_round(&cli.backends, args).await,
+        Command::Reconcile(args) => reconcile_round(&cli.backends, args).await,
+        Command::Migrate => {
+            db::migrate(&db::connect(&cli.backends.database_url, 2).await?).await?;
+            tracing::info!("schema is up to date");
+            Ok(())
+        }
+    }
+}
+
+async fn prewarm_round(backends: &Backends, args: PrewarmArgs) -> anyhow::Result<()> {
+    let round = EventId::new(&args.round.namespace, &args.round.name)?.round(args.round.round);
+    let now = couponrush_core::wall_clock_ms();
+    let start_ms = match (args.starts_at, args.starts_in) {
+        (Some(at), _) => at.as_millisecond(),
+        (None, Some(delay)) => now + i64::try_from(delay.as_millis())?,
+        (None, None) => now,
+    };
+    let spec = RoundSpec {
+        stock: args.stock,
+        per_user: args.per_user,
+        start_ms,
+        end_ms: args.ends_at.map(|t| t.as_millisecond()),
+        strategy: args.strategy,
+    };
+    let mut redis = RedisTarget::new(&backends.redis_url, backends.redis_cluster)
+        .connect()
+        .await?;
+    let pool = db::connect(&backends.database_url, 2).await?;
+    db::migrate(&pool).await?;
+    if args.strategy == couponrush_core::event::Strategy::KafkaAsync {
+        couponrush_core::kafka::ensure_topics(&backends.kafka_brokers, &backends.kafka_topic, 4)
+            .await?;
+    }
+    let done = prewarm::prewarm(&mut redis, &pool, &round, &spec).await?;
+    tracing::info!(%round, stock = spec.stock, remaining = done.remaining, created = done.created, strategy = %spec.strategy, "round pre-warmed");
+    Ok(())
+}
+
+async fn reconcile_round(backends: &Backends, args: RoundArgs) -> anyhow::Result<()> {
+    let round = EventId::new(&args.namespace, &args.name)?.round(args.round);
+    let mut redis = RedisTarget::new(&backends.redis_url, backends.redis_cluster)
+        .connect()
+        .await?;
+    let pool = db::connect(&backends.database_url, 2).await?;
+    let publisher = Publisher::new(
+        &backends.kafka_brokers,
+        &backends.kafka_topic,
+        backends.kafka_delivery_timeout,
+    )?;
+    let report = reconcile::reconcile_round(&mut redis, &pool, &publisher, &round).await?;
+    publisher.flush(std::time::Duration::from_secs(10))?;
+    tracing::info!(%round, admitted = report.admitted, persisted = report.persisted, republished = report.republished, "reconciled");
+    Ok(())
+}
