@@ -1,1 +1,75 @@
-//! placeholder
+//! couponrush-consumer: makes every admitted coupon durable in MySQL, exactly once.
+//!
+//! [`pipeline`] holds the loop (Kafka batch → Redis confirm → one MySQL transaction →
+//! offsets); this module connects the backends, applies the schema and serves the ops
+//! endpoints.
+
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod pipeline;
+
+use std::time::Duration;
+
+use couponrush_core::kafka::{dead_letter_topic, producer_config};
+use couponrush_core::ops::{self, Ops};
+use couponrush_core::redis_conn::RedisTarget;
+use couponrush_core::{db, kafka};
+use prometheus_client::registry::Registry;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::pipeline::{Pipeline, RateLimit};
+
+/// Runs the consumer until `shutdown`; serves ops endpoints on `listener`.
+pub async fn run(config: Config, listener: tokio::net::TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let ops = Ops::new(registry);
+    let ops_server = tokio::spawn(ops::serve(listener, ops.router(), shutdown.clone()));
+
+    let pool = db::connect(&config.database_url, 4).await?;
+    db::migrate(&pool).await?;
+    let redis = RedisTarget::new(&config.redis_url, config.redis_cluster).connect().await?;
+    kafka::ensure_topics(&config.kafka_brokers, &config.kafka_topic, 4).await?;
+
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka_brokers)
+        .set("group.id", &config.kafka_group)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "200")
+        // Offsets are stored by hand, only once their rows are committed.
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("fetch.wait.max.ms", "5")
+        .create()?;
+    consumer.subscribe(&[&config.kafka_topic])?;
+    let dead_letters = producer_config(&config.kafka_brokers, Duration::from_secs(10)).create()?;
+
+    let pipeline = Pipeline {
+        consumer,
+        dead_letters,
+        dead_letter_topic: dead_letter_topic(&config.kafka_topic),
+        redis,
+        db: pool,
+        metrics,
+        batch_max: config.batch_max,
+        batch_wait: config.batch_wait,
+        rate: RateLimit::new(config.max_rows_per_second),
+    };
+    ops.set_ready(true);
+    tracing::info!(topic = %config.kafka_topic, group = %config.kafka_group, "consuming");
+    let work = tokio::spawn(pipeline.run(shutdown.clone()));
+    shutdown.cancelled().await;
+    ops.set_ready(false);
+    if tokio::time::timeout(config.shutdown_grace, work).await.is_err() {
+        tracing::warn!("the batch in hand outlived the shutdown grace period; it will be redelivered");
+    }
+    let _ = ops_server.await;
+    tracing::info!("consumer stopped");
+    Ok(())
+}

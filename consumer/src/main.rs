@@ -1,1 +1,13 @@
-fn main() {}
+//! `couponrush-consumer`: parse the configuration, start logging, run until SIGTERM.
+
+use clap::Parser;
+use couponrush_consumer::config::Config;
+use couponrush_core::{ops, shutdown, telemetry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    telemetry::init(config.log_json);
+    let listener = ops::bind(config.listen).await?;
+    couponrush_consumer::run(config, listener, shutdown::on_signal()).await
+}

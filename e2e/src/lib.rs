@@ -1,1 +1,292 @@
-//! placeholder
+//! Test harness for couponrush's end-to-end tests: the real Redis, Kafka and MariaDB
+//! that `e2e/backends.sh up` starts, issuers and consumers run in-process (or, where a
+//! test kills one, as a child process), and a spike driver that fires many distinct
+//! users at an event concurrently and tallies the answers.
+
+pub mod spike;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use couponrush_core::event::{EventId, RoundId, RoundSpec, Strategy};
+use couponrush_core::redis_conn::{RedisConn, RedisTarget};
+use couponrush_core::{db, kafka, prewarm};
+use couponrush_issuer::config::{Backends, ServeConfig};
+use sqlx::MySqlPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The HS256 secret test issuers accept.
+pub const JWT_SECRET: &str = "e2e-test-secret";
+
+/// Where the local backends are (the same defaults and variables as e2e/backends.sh).
+#[derive(Clone, Debug)]
+pub struct Env {
+    pub redis_url: String,
+    pub redis_cluster_urls: String,
+    pub database_url: String,
+    pub kafka_brokers: String,
+}
+
+impl Env {
+    pub fn from_env() -> Self {
+        let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+        Self {
+            redis_url: var("REDIS_URL", "redis://127.0.0.1:16379"),
+            redis_cluster_urls: var(
+                "REDIS_CLUSTER_URLS",
+                "redis://127.0.0.1:17001,redis://127.0.0.1:17002,redis://127.0.0.1:17003",
+            ),
+            database_url: var("DATABASE_URL", "mysql://couponrush:couponrush@127.0.0.1:13306/couponrush"),
+            kafka_brokers: var("KAFKA_BROKERS", "127.0.0.1:19092"),
+        }
+    }
+}
+
+/// A unique lowercase name, so tests sharing the backends never see each other's data.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:08x}", rand::random::<u32>())
+}
+
+/// Everything one test needs: its own database, Kafka topic and event names.
+#[derive(Clone, Debug)]
+pub struct Scope {
+    pub env: Env,
+    pub cluster: bool,
+    pub database_url: String,
+    pub topic: String,
+    pub namespace: String,
+}
+
+impl Scope {
+    /// Creates a fresh database (schema applied) and a fresh topic.
+    pub async fn new(name: &str) -> anyhow::Result<Self> {
+        Self::with_redis(name, false).await
+    }
+
+    /// The same against the three-node Redis Cluster (`e2e/backends.sh up redis-cluster`).
+    pub async fn new_on_redis_cluster(name: &str) -> anyhow::Result<Self> {
+        Self::with_redis(name, true).await
+    }
+
+    async fn with_redis(name: &str, cluster: bool) -> anyhow::Result<Self> {
+        let env = Env::from_env();
+        let database = unique(&format!("t_{name}")).replace('-', "_");
+        let admin = db::connect(&env.database_url, 1).await.context("MariaDB is not answering: run e2e/backends.sh up")?;
+        sqlx::query(&format!("CREATE DATABASE `{database}`")).execute(&admin).await?;
+        let base = env.database_url.rsplit_once('/').map_or(env.database_url.as_str(), |(base, _)| base);
+        let database_url = format!("{base}/{database}");
+        db::migrate(&db::connect(&database_url, 1).await?).await?;
+        let topic = unique(&format!("test.{name}"));
+        kafka::ensure_topics(&env.kafka_brokers, &topic, 4)
+            .await
+            .context("Kafka is not answering: run e2e/backends.sh up")?;
+        Ok(Self { env, cluster, database_url, topic, namespace: unique("ns") })
+    }
+
+    pub fn redis_target(&self) -> RedisTarget {
+        if self.cluster {
+            RedisTarget::new(&self.env.redis_cluster_urls, true)
+        } else {
+            RedisTarget::new(&self.env.redis_url, false)
+        }
+    }
+
+    pub async fn redis(&self) -> anyhow::Result<RedisConn> {
+        Ok(self.redis_target().connect().await?)
+    }
+
+    pub async fn pool(&self) -> anyhow::Result<MySqlPool> {
+        Ok(db::connect(&self.database_url, 4).await?)
+    }
+
+    pub fn backends(&self) -> Backends {
+        let target = self.redis_target();
+        Backends {
+            redis_url: target.urls.join(","),
+            redis_cluster: self.cluster,
+            database_url: self.database_url.clone(),
+            kafka_brokers: self.env.kafka_brokers.clone(),
+            kafka_topic: self.topic.clone(),
+            kafka_delivery_timeout: Duration::from_secs(3),
+        }
+    }
+
+    pub fn round(&self, name: &str) -> anyhow::Result<RoundId> {
+        Ok(EventId::new(&self.namespace, name)?.round(1))
+    }
+
+    /// Pre-warms a round that opens `opens_in` from now (by this machine's clock).
+    pub async fn prewarm(&self, round: &RoundId, strategy: Strategy, stock: u32, opens_in: Duration) -> anyhow::Result<()> {
+        let spec = RoundSpec {
+            stock,
+            per_user: 1,
+            start_ms: couponrush_core::wall_clock_ms() + i64::try_from(opens_in.as_millis())?,
+            end_ms: None,
+            strategy,
+        };
+        self.prewarm_spec(round, &spec).await
+    }
+
+    pub async fn prewarm_spec(&self, round: &RoundId, spec: &RoundSpec) -> anyhow::Result<()> {
+        prewarm::prewarm(&mut self.redis().await?, &self.pool().await?, round, spec).await?;
+        Ok(())
+    }
+
+    /// Starts an issuer in this process on a free port.
+    pub async fn start_issuer(&self) -> anyhow::Result<Issuer> {
+        let config = ServeConfig { jwt_hs256_secret: Some(JWT_SECRET.to_owned()), ..ServeConfig::default() };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(couponrush_issuer::run(self.backends(), config, listener, shutdown.clone()));
+        let issuer = Issuer { addr, shutdown, task: Some(task) };
+        wait_until("issuer ready", Duration::from_secs(20), || async {
+            Ok(reqwest::get(format!("{}/readyz", issuer.base_url())).await.is_ok_and(|r| r.status().is_success()))
+        })
+        .await?;
+        Ok(issuer)
+    }
+
+    pub fn consumer_config(&self) -> couponrush_consumer::config::Config {
+        let target = self.redis_target();
+        couponrush_consumer::config::Config {
+            kafka_brokers: self.env.kafka_brokers.clone(),
+            kafka_topic: self.topic.clone(),
+            kafka_group: format!("{}-consumer", self.topic),
+            redis_url: target.urls.join(","),
+            redis_cluster: self.cluster,
+            database_url: self.database_url.clone(),
+            batch_max: 1000,
+            batch_wait: Duration::from_millis(10),
+            max_rows_per_second: 0,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            shutdown_grace: Duration::from_secs(5),
+            log_json: false,
+        }
+    }
+
+    /// Starts a consumer in this process.
+    pub async fn start_consumer(&self) -> anyhow::Result<Service> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(couponrush_consumer::run(self.consumer_config(), listener, shutdown.clone()));
+        let service = Service { addr, shutdown, task: Some(task) };
+        wait_until("consumer ready", Duration::from_secs(30), || async {
+            Ok(reqwest::get(format!("http://{}/readyz", service.addr)).await.is_ok_and(|r| r.status().is_success()))
+        })
+        .await?;
+        Ok(service)
+    }
+
+    /// Starts the `couponrush-consumer` binary as a child process (for kill -9 tests).
+    pub fn spawn_consumer_process(&self) -> anyhow::Result<tokio::process::Child> {
+        let config = self.consumer_config();
+        let child = tokio::process::Command::new(binary("couponrush-consumer")?)
+            .env("KAFKA_BROKERS", &config.kafka_brokers)
+            .env("KAFKA_TOPIC", &config.kafka_topic)
+            .env("KAFKA_GROUP", &config.kafka_group)
+            .env("REDIS_URL", &config.redis_url)
+            .env("DATABASE_URL", &config.database_url)
+            .env("LISTEN", "127.0.0.1:0")
+            .kill_on_drop(true)
+            .spawn()?;
+        Ok(child)
+    }
+
+    /// Waits until MySQL holds `rows` coupons of the round.
+    pub async fn wait_for_rows(&self, round: &RoundId, rows: u64, within: Duration) -> anyhow::Result<()> {
+        let pool = self.pool().await?;
+        wait_until(&format!("{rows} rows of {round}"), within, || async { Ok(db::count_coupons(&pool, round).await? >= rows) }).await
+    }
+}
+
+/// A binary of this workspace, next to the test executable's `deps` folder.
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().and_then(|deps| deps.parent()).context("test binary has no parent folder")?;
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!("{} is missing: build the workspace first (cargo build --workspace)", path.display());
+    }
+    Ok(path)
+}
+
+/// An in-process service that stops when asked (or dropped).
+pub struct Service {
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Service {
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(20), task).await.context("service did not stop in time")???;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub type Issuer = Service;
+
+impl Service {
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn issue_url(&self, round: &RoundId) -> String {
+        format!("{}/api/v1/events/{}/{}/issue", self.base_url(), round.event.namespace, round.event.name)
+    }
+}
+
+/// Polls `check` until it says yes, failing after `within`.
+pub async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = Instant::now() + within;
+    let mut last_error = None;
+    loop {
+        match check().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(error) => last_error = Some(error),
+        }
+        if Instant::now() >= deadline {
+            match last_error {
+                Some(error) => bail!("timed out after {within:?} waiting for {what}; last error: {error:#}"),
+                None => bail!("timed out after {within:?} waiting for {what}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A signed HS256 token for `user`, valid for an hour.
+pub fn token(user: &str) -> String {
+    #[derive(serde::Serialize)]
+    struct Claims<'a> {
+        sub: &'a str,
+        exp: i64,
+    }
+    let claims = Claims { sub: user, exp: couponrush_core::wall_clock_ms() / 1000 + 3600 };
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap_or_default()
+}

@@ -61,10 +61,15 @@ fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<Option<IssueRequest
             Reply::BadRequest(rejection.body_text())
         }
     })?;
-    if body.iter().all(u8::is_ascii_whitespace) {
+    let body = body.trim_ascii();
+    if body.is_empty() {
         return Ok(None);
     }
-    let request: IssueRequest = serde_json::from_slice(&body)
+    // serde would also read a struct from a JSON array; only an object is a request.
+    if !body.starts_with(b"{") {
+        return Err(Reply::BadRequest("the body must be a JSON object".to_owned()));
+    }
+    let request: IssueRequest = serde_json::from_slice(body)
         .map_err(|error| Reply::BadRequest(format!("invalid JSON body: {error}")))?;
     if request
         .request_id

@@ -1,0 +1,21 @@
+//! What can stop a batch. Each is retried with backoff; none skips a message.
+
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("confirming admissions in Redis failed")]
+    Confirm(#[source] couponrush_core::admission::ScriptError),
+    #[error("inserting coupons into MySQL failed")]
+    Insert(#[source] sqlx::Error),
+    #[error("dead-lettering a message failed")]
+    DeadLetter(#[source] rdkafka::error::KafkaError),
+}
+
+impl BatchError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BatchError::Confirm(_) => "confirm",
+            BatchError::Insert(_) => "insert",
+            BatchError::DeadLetter(_) => "dead_letter",
+        }
+    }
+}

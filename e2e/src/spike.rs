@@ -1,0 +1,182 @@
+//! The spike driver: many distinct users, each sending several requests, interleaved
+//! at random and sent concurrently, as at 10:00 on the day. Tallies every answer and
+//! checks the guarantees against the answers and against MySQL.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use couponrush_core::event::RoundId;
+use futures::StreamExt;
+use rand::seq::SliceRandom;
+use serde::Deserialize;
+use sqlx::MySqlPool;
+
+#[derive(Clone, Debug)]
+pub struct Spike {
+    pub users: usize,
+    pub requests_per_user: usize,
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Deserialize)]
+struct Answer {
+    status: String,
+    seq: Option<u32>,
+}
+
+/// Every answer of a spike.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Count per `status` word.
+    pub by_status: BTreeMap<String, u64>,
+    /// Count per HTTP status code.
+    pub by_code: BTreeMap<u16, u64>,
+    /// (user, seq) of every 201.
+    pub issued: Vec<(String, u32)>,
+    /// (user, seq) of every ALREADY_ISSUED.
+    pub already: Vec<(String, u32)>,
+    /// Users told QUEUED at least once.
+    pub queued: HashSet<String>,
+    pub transport_errors: u64,
+    pub elapsed: Duration,
+}
+
+impl Tally {
+    pub fn count(&self, status: &str) -> u64 {
+        self.by_status.get(status).copied().unwrap_or(0)
+    }
+
+    pub fn server_errors(&self) -> u64 {
+        self.by_code.iter().filter(|(code, _)| **code >= 500).map(|(_, n)| n).sum()
+    }
+}
+
+pub fn user_name(i: usize) -> String {
+    format!("user-{i:06}")
+}
+
+impl Spike {
+    /// Sends `users × requests_per_user` POSTs, spread over `issue_urls` in turn.
+    pub async fn run(&self, issue_urls: &[String]) -> anyhow::Result<Tally> {
+        let tokens: Vec<String> = (0..self.users).map(|i| crate::token(&user_name(i))).collect();
+        let mut order: Vec<usize> = (0..self.users).flat_map(|u| std::iter::repeat_n(u, self.requests_per_user)).collect();
+        order.shuffle(&mut rand::rng());
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(self.concurrency)
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let started = Instant::now();
+        let answers: Vec<(usize, Result<(u16, Answer), reqwest::Error>)> = futures::stream::iter(order.into_iter().enumerate())
+            .map(|(n, user)| {
+                let client = &client;
+                let url = &issue_urls[n % issue_urls.len()];
+                let token = &tokens[user];
+                async move {
+                    let answer = async {
+                        let response = client.post(url).bearer_auth(token).send().await?;
+                        let code = response.status().as_u16();
+                        Ok((code, response.json::<Answer>().await?))
+                    }
+                    .await;
+                    (user, answer)
+                }
+            })
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        let mut tally = Tally { elapsed: started.elapsed(), ..Tally::default() };
+        for (user, answer) in answers {
+            match answer {
+                Ok((code, answer)) => {
+                    *tally.by_code.entry(code).or_default() += 1;
+                    match (answer.status.as_str(), answer.seq) {
+                        ("ISSUED", Some(seq)) => tally.issued.push((user_name(user), seq)),
+                        ("ALREADY_ISSUED", Some(seq)) => tally.already.push((user_name(user), seq)),
+                        ("QUEUED", _) => {
+                            tally.queued.insert(user_name(user));
+                        }
+                        _ => {}
+                    }
+                    *tally.by_status.entry(answer.status).or_default() += 1;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "request failed");
+                    tally.transport_errors += 1;
+                }
+            }
+        }
+        Ok(tally)
+    }
+}
+
+/// Polls `GET …/issue` for every queued user until none is still queued; returns the
+/// (user, seq) of those whose result is ISSUED.
+pub async fn poll_queue(issue_url: &str, users: &HashSet<String>, within: Duration) -> anyhow::Result<Vec<(String, u32)>> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + within;
+    let mut waiting: Vec<String> = users.iter().cloned().collect();
+    let mut issued = Vec::new();
+    while !waiting.is_empty() {
+        ensure!(Instant::now() < deadline, "{} users still queued after {within:?}", waiting.len());
+        let answers: Vec<(String, anyhow::Result<Answer>)> = futures::stream::iter(waiting.drain(..))
+            .map(|user| {
+                let client = &client;
+                async move {
+                    let answer = async {
+                        let response = client.get(issue_url).bearer_auth(crate::token(&user)).send().await?;
+                        Ok(response.json::<Answer>().await?)
+                    }
+                    .await;
+                    (user, answer)
+                }
+            })
+            .buffer_unordered(64)
+            .collect()
+            .await;
+        for (user, answer) in answers {
+            let answer = answer.with_context(|| format!("polling {user}"))?;
+            match (answer.status.as_str(), answer.seq) {
+                ("QUEUED", _) => waiting.push(user),
+                ("ISSUED", Some(seq)) => issued.push((user, seq)),
+                _ => {}
+            }
+        }
+        if !waiting.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(issued)
+}
+
+/// What MySQL holds for a round: (user, seq) of every row.
+pub async fn rows(pool: &MySqlPool, round: &RoundId) -> anyhow::Result<Vec<(String, u32)>> {
+    Ok(sqlx::query_as("SELECT CAST(user_id AS CHAR CHARACTER SET utf8mb4), seq FROM coupons WHERE event = ? AND round_no = ?")
+        .bind(round.event.to_string())
+        .bind(round.round)
+        .fetch_all(pool)
+        .await?)
+}
+
+/// The guarantees after a round sold out: exactly `stock` winners, each a distinct
+/// user, seqs 1..=stock each once, the rows are exactly the winners, every repeat
+/// answer carries its user's seq, and nothing failed.
+pub fn check_sold_out(stock: u32, winners: &[(String, u32)], already: &[(String, u32)], rows: &[(String, u32)]) -> anyhow::Result<()> {
+    ensure!(winners.len() == stock as usize, "{} ISSUED answers for stock {stock}", winners.len());
+    let users: HashSet<&str> = winners.iter().map(|(u, _)| u.as_str()).collect();
+    ensure!(users.len() == winners.len(), "a user was issued twice");
+    let mut seqs: Vec<u32> = winners.iter().map(|(_, s)| *s).collect();
+    seqs.sort_unstable();
+    ensure!(seqs == (1..=stock).collect::<Vec<_>>(), "seqs are not exactly 1..={stock}");
+    let by_user: HashMap<&str, u32> = winners.iter().map(|(u, s)| (u.as_str(), *s)).collect();
+    for (user, seq) in already {
+        ensure!(by_user.get(user.as_str()) == Some(seq), "ALREADY_ISSUED for {user} with seq {seq} that is not theirs");
+    }
+    let mut expected = winners.to_vec();
+    expected.sort();
+    let mut actual = rows.to_vec();
+    actual.sort();
+    ensure!(actual.len() == expected.len(), "{} rows in MySQL for {} winners", actual.len(), expected.len());
+    ensure!(actual == expected, "MySQL rows differ from the ISSUED answers");
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! Guarantee 5 and the gate: bad input gets a clear 4xx and changes nothing in Redis,
+//! Kafka or MySQL; before start → 409 NOT_STARTED with startsAt; after end → 409 ENDED.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use couponrush_core::db;
+use couponrush_core::event::{RoundId, RoundSpec, Strategy};
+use couponrush_core::keys::RoundKeys;
+use couponrush_e2e::{Scope, token, wait_until};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use redis::AsyncCommands;
+use serde_json::Value;
+
+/// Everything a request could have changed: the round's Redis keys, its MySQL rows,
+/// and the end offsets of the coupon topic.
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    meta: HashMap<String, String>,
+    winners: HashMap<String, String>,
+    rows: u64,
+    topic_end: Vec<i64>,
+}
+
+async fn snapshot(scope: &Scope, round: &RoundId) -> anyhow::Result<Snapshot> {
+    let keys = RoundKeys::new(round);
+    let mut redis = scope.redis().await?;
+    let brokers = scope.env.kafka_brokers.clone();
+    let topic = scope.topic.clone();
+    let topic_end = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<i64>> {
+        let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &brokers).create()?;
+        (0..4).map(|p| Ok(consumer.fetch_watermarks(&topic, p, Duration::from_secs(5))?.1)).collect()
+    })
+    .await??;
+    Ok(Snapshot {
+        meta: redis.hgetall(&keys.meta).await?,
+        winners: redis.hgetall(&keys.winners).await?,
+        rows: db::count_coupons(&scope.pool().await?, round).await?,
+        topic_end,
+    })
+}
+
+struct Case {
+    what: &'static str,
+    method: reqwest::Method,
+    path: String,
+    headers: Vec<(&'static str, String)>,
+    body: Option<String>,
+    status: u16,
+    word: &'static str,
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_4xx_and_changes_nothing() -> anyhow::Result<()> {
+    let scope = Scope::new("bad-input").await?;
+    let round = scope.round("contract")?;
+    scope.prewarm(&round, Strategy::KafkaAsync, 10, Duration::ZERO).await?;
+    let issuer = scope.start_issuer().await?;
+    let path = format!("/api/v1/events/{}/{}/issue", round.event.namespace, round.event.name);
+    let bearer = |user: &str| vec![("authorization", format!("Bearer {}", token(user)))];
+    let case = |what, method, path: &str, headers, body: Option<&str>, status, word| Case {
+        what,
+        method,
+        path: path.to_owned(),
+        headers,
+        body: body.map(str::to_owned),
+        status,
+        word,
+    };
+    let post = reqwest::Method::POST;
+    let cases = vec![
+        case("no token", post.clone(), &path, vec![], None, 401, "UNAUTHORIZED"),
+        case("malformed token", post.clone(), &path, vec![("authorization", "Bearer abc".into())], None, 401, "UNAUTHORIZED"),
+        case("basic auth", post.clone(), &path, vec![("authorization", "Basic dXNlcjpwdw==".into())], None, 401, "UNAUTHORIZED"),
+        case("malformed JSON", post.clone(), &path, bearer("u1"), Some("{not json"), 400, "BAD_REQUEST"),
+        case("unknown field", post.clone(), &path, bearer("u1"), Some(r#"{"stock": 1000000}"#), 400, "BAD_REQUEST"),
+        case("JSON array", post.clone(), &path, bearer("u1"), Some("[]"), 400, "BAD_REQUEST"),
+        case("control chars in requestId", post.clone(), &path, bearer("u1"), Some("{\"requestId\": \"a\\u0001\"}"), 400, "BAD_REQUEST"),
+        case("too large", post.clone(), &path, bearer("u1"), Some(&format!(r#"{{"requestId": "{}"}}"#, "x".repeat(4096))), 413, "TOO_LARGE"),
+        case("invalid event name", post.clone(), "/api/v1/events/NS/Bad_Name/issue", bearer("u1"), None, 400, "BAD_REQUEST"),
+        case("unknown event", post.clone(), &format!("/api/v1/events/{}/nope/issue", round.event.namespace), bearer("u1"), None, 404, "UNKNOWN_EVENT"),
+        case("wrong method", reqwest::Method::DELETE, &path, bearer("u1"), None, 405, "METHOD_NOT_ALLOWED"),
+        case("unknown route", reqwest::Method::GET, "/api/v2/whatever", vec![], None, 404, "NOT_FOUND"),
+    ];
+    // A user id over the limit and one with a control character, inside valid tokens.
+    let long_user = "u".repeat(129);
+    let mut cases = cases;
+    cases.push(case("overlong user id", post.clone(), &path, bearer(&long_user), None, 401, "UNAUTHORIZED"));
+    cases.push(case("control char in user id", post.clone(), &path, bearer("a\u{7}b"), None, 401, "UNAUTHORIZED"));
+
+    let before = snapshot(&scope, &round).await?;
+    let client = reqwest::Client::new();
+    for case in cases {
+        let mut request = client.request(case.method.clone(), format!("{}{}", issuer.base_url(), case.path));
+        for (name, value) in &case.headers {
+            request = request.header(*name, value);
+        }
+        if let Some(body) = &case.body {
+            request = request.header("content-type", "application/json").body(body.clone());
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let body: Value = response.json().await?;
+        assert_eq!(status, case.status, "{}: {body}", case.what);
+        assert_eq!(body["status"], case.word, "{}: {body}", case.what);
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{}: a human message: {body}", case.what);
+    }
+    assert_eq!(snapshot(&scope, &round).await?, before, "bad input changed a backend");
+
+    // And a good request does change them, so the snapshot can see a change.
+    let response = client.post(issuer.issue_url(&round)).bearer_auth(token("u1")).send().await?;
+    assert_eq!(response.status().as_u16(), 201);
+    let after = snapshot(&scope, &round).await?;
+    assert_ne!(after.winners, before.winners);
+    issuer.stop().await
+}
+
+#[tokio::test]
+async fn the_gate_opens_at_start_and_closes_at_end() -> anyhow::Result<()> {
+    let scope = Scope::new("gate").await?;
+    let round = scope.round("gated")?;
+    // The round's instants are set from the Redis clock, which is what the gate reads.
+    let mut redis = scope.redis().await?;
+    let (seconds, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut redis).await?;
+    let redis_now_ms = seconds * 1000 + micros / 1000;
+    let spec = RoundSpec {
+        stock: 10,
+        per_user: 1,
+        start_ms: redis_now_ms + 2_000,
+        end_ms: Some(redis_now_ms + 4_000),
+        strategy: Strategy::KafkaAsync,
+    };
+    scope.prewarm_spec(&round, &spec).await?;
+    let issuer = scope.start_issuer().await?;
+    let client = reqwest::Client::new();
+    let issue = |user: &str| client.post(issuer.issue_url(&round)).bearer_auth(token(user)).send();
+
+    let early = issue("early").await?;
+    assert_eq!(early.status().as_u16(), 409);
+    assert!(early.headers().contains_key("retry-after"));
+    let body: Value = early.json().await?;
+    assert_eq!(body["status"], "NOT_STARTED");
+    assert_eq!(body["startsAt"], couponrush_issuer::response::rfc3339(spec.start_ms));
+
+    wait_until("the round opens", Duration::from_secs(5), || async { Ok(issue("on-time").await?.status().as_u16() == 201) }).await?;
+    wait_until("the round closes", Duration::from_secs(5), || async {
+        let response = issue("late").await?;
+        Ok(response.status().as_u16() == 409 && response.json::<Value>().await?["status"] == "ENDED")
+    })
+    .await?;
+    issuer.stop().await
+}
+
+#[tokio::test]
+async fn retries_are_safe_and_results_are_readable() -> anyhow::Result<()> {
+    let scope = Scope::new("results").await?;
+    let round = scope.round("results")?;
+    scope.prewarm(&round, Strategy::KafkaAsync, 5, Duration::ZERO).await?;
+    let issuer = scope.start_issuer().await?;
+    let consumer = scope.start_consumer().await?;
+    let client = reqwest::Client::new();
+    let first: Value = client.post(issuer.issue_url(&round)).bearer_auth(token("alice")).send().await?.json().await?;
+    assert_eq!(first["status"], "ISSUED");
+    let retry = client.post(issuer.issue_url(&round)).bearer_auth(token("alice")).send().await?;
+    assert_eq!(retry.status().as_u16(), 200);
+    let retry: Value = retry.json().await?;
+    assert_eq!(retry["status"], "ALREADY_ISSUED");
+    assert_eq!(retry["seq"], first["seq"], "a retry gets the same seq back");
+
+    scope.wait_for_rows(&round, 1, Duration::from_secs(20)).await?;
+    let mine: Value = client.get(issuer.issue_url(&round)).bearer_auth(token("alice")).send().await?.json().await?;
+    assert_eq!(mine["status"], "ISSUED");
+    assert_eq!(mine["seq"], first["seq"]);
+    assert_eq!(mine["persisted"], true);
+    let nobody: Value = client.get(issuer.issue_url(&round)).bearer_auth(token("bob")).send().await?.json().await?;
+    assert_eq!(nobody["status"], "NOT_ISSUED");
+
+    let state: Value = client
+        .get(format!("{}/api/v1/events/{}/{}", issuer.base_url(), round.event.namespace, round.event.name))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(state["stock"], 5);
+    assert_eq!(state["remaining"], 4);
+    assert_eq!(state["state"], "LIVE");
+    assert_eq!(state["strategy"], "kafka-async");
+
+    let metrics = client.get(format!("{}/metrics", issuer.base_url())).send().await?.text().await?;
+    assert!(metrics.contains("couponrush_issuer_answers_total{status=\"ISSUED\",strategy=\"kafka-async\"} 1"), "{metrics}");
+    consumer.stop().await?;
+    issuer.stop().await
+}
