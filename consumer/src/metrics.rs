@@ -41,13 +41,29 @@ impl Metrics {
         let r = registry;
         r.register("couponrush_consumer_consumed", "Messages read from Kafka", metrics.consumed.clone());
         r.register("couponrush_consumer_inserted", "Coupon rows inserted", metrics.inserted.clone());
-        r.register("couponrush_consumer_duplicates", "Messages whose row already existed (redelivery, re-publish)", metrics.duplicates.clone());
-        r.register("couponrush_consumer_revoked", "Messages of admissions that were rolled back, skipped", metrics.revoked.clone());
-        r.register("couponrush_consumer_dead_lettered", "Undecodable messages sent to the dead-letter topic", metrics.dead_lettered.clone());
+        r.register(
+            "couponrush_consumer_duplicates",
+            "Messages whose row already existed (redelivery, re-publish)",
+            metrics.duplicates.clone(),
+        );
+        r.register(
+            "couponrush_consumer_revoked",
+            "Messages of admissions that were rolled back, skipped",
+            metrics.revoked.clone(),
+        );
+        r.register(
+            "couponrush_consumer_dead_lettered",
+            "Undecodable messages sent to the dead-letter topic",
+            metrics.dead_lettered.clone(),
+        );
         r.register("couponrush_consumer_errors", "Failed batch attempts (retried), by step", metrics.errors.clone());
         r.register("couponrush_consumer_batch_size", "Messages per batch", metrics.batch_size.clone());
         r.register("couponrush_consumer_batch_seconds", "Time to make a batch durable", metrics.batch_seconds.clone());
-        r.register("couponrush_consumer_lag", "Messages behind the end of the assigned partitions", metrics.lag.clone());
+        r.register(
+            "couponrush_consumer_lag",
+            "Messages behind the end of the assigned partitions",
+            metrics.lag.clone(),
+        );
         metrics
     }
 }

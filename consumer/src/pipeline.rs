@@ -212,9 +212,8 @@ async fn confirm_and_insert(
             continue;
         };
         let admissions: Vec<(&str, u32, u32)> = group.iter().map(|c| (c.user.as_str(), c.slot, c.seq)).collect();
-        let verdicts = admission::confirm(&mut redis, &RoundKeys::new(&round), &admissions)
-            .await
-            .map_err(BatchError::Confirm)?;
+        let verdicts =
+            admission::confirm(&mut redis, &RoundKeys::new(&round), &admissions).await.map_err(BatchError::Confirm)?;
         for (coupon, stands) in group.iter().zip(verdicts) {
             if stands {
                 standing.push((*coupon).clone());

@@ -107,17 +107,12 @@ fn parse_admission(reply: Vec<String>) -> Result<Admission, ScriptError> {
     let number = |i: usize| reply.get(i).and_then(|v| v.parse::<i64>().ok());
     let outcome = match reply.first().map(String::as_str) {
         Some("ISSUED") => match (number(1), number(2), number(3), number(4)) {
-            (Some(seq), Some(slot), Some(remaining), Some(at_ms)) => Some(Admission::Issued {
-                seq: to_u32(seq),
-                slot: to_u32(slot),
-                remaining: to_u32(remaining),
-                at_ms,
-            }),
+            (Some(seq), Some(slot), Some(remaining), Some(at_ms)) => {
+                Some(Admission::Issued { seq: to_u32(seq), slot: to_u32(slot), remaining: to_u32(remaining), at_ms })
+            }
             _ => None,
         },
-        Some("ALREADY_ISSUED") => {
-            number(1).map(|seq| Admission::AlreadyIssued { seq: to_u32(seq) })
-        }
+        Some("ALREADY_ISSUED") => number(1).map(|seq| Admission::AlreadyIssued { seq: to_u32(seq) }),
         Some("SOLD_OUT") => Some(Admission::SoldOut),
         Some("NOT_STARTED") => number(1).map(|starts_at_ms| Admission::NotStarted { starts_at_ms }),
         Some("ENDED") => Some(Admission::Ended),
@@ -237,27 +232,13 @@ mod tests {
     fn parses_every_outcome() -> anyhow::Result<()> {
         assert_eq!(
             parse_admission(reply(&["ISSUED", "7", "1", "993", "1700000000000"]))?,
-            Admission::Issued {
-                seq: 7,
-                slot: 1,
-                remaining: 993,
-                at_ms: 1_700_000_000_000
-            }
+            Admission::Issued { seq: 7, slot: 1, remaining: 993, at_ms: 1_700_000_000_000 }
         );
-        assert_eq!(
-            parse_admission(reply(&["ALREADY_ISSUED", "9"]))?,
-            Admission::AlreadyIssued { seq: 9 }
-        );
+        assert_eq!(parse_admission(reply(&["ALREADY_ISSUED", "9"]))?, Admission::AlreadyIssued { seq: 9 });
         assert_eq!(parse_admission(reply(&["SOLD_OUT"]))?, Admission::SoldOut);
-        assert_eq!(
-            parse_admission(reply(&["NOT_STARTED", "42"]))?,
-            Admission::NotStarted { starts_at_ms: 42 }
-        );
+        assert_eq!(parse_admission(reply(&["NOT_STARTED", "42"]))?, Admission::NotStarted { starts_at_ms: 42 });
         assert_eq!(parse_admission(reply(&["ENDED"]))?, Admission::Ended);
-        assert_eq!(
-            parse_admission(reply(&["UNKNOWN"]))?,
-            Admission::UnknownRound
-        );
+        assert_eq!(parse_admission(reply(&["UNKNOWN"]))?, Admission::UnknownRound);
         Ok(())
     }
 

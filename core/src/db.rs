@@ -18,11 +18,7 @@ const ER_DUP_ENTRY: &str = "23000";
 const MAX_ROWS_PER_INSERT: usize = 2_000;
 
 pub async fn connect(url: &str, max_connections: u32) -> Result<MySqlPool, sqlx::Error> {
-    MySqlPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(url)
-        .await
+    MySqlPoolOptions::new().max_connections(max_connections).acquire_timeout(Duration::from_secs(5)).connect(url).await
 }
 
 /// Applies the embedded migrations. sqlx holds a MySQL advisory lock while migrating,
@@ -34,19 +30,15 @@ pub async fn migrate(pool: &MySqlPool) -> Result<(), sqlx::migrate::MigrateError
 /// Inserts the coupons in one multi-row statement per chunk inside one transaction.
 /// Rows that already exist (same round and user slot, or same seq) are skipped, which
 /// makes redelivery harmless. Returns how many rows were new.
-pub async fn insert_coupons(
-    pool: &MySqlPool,
-    coupons: &[IssuedCoupon],
-) -> Result<u64, sqlx::Error> {
+pub async fn insert_coupons(pool: &MySqlPool, coupons: &[IssuedCoupon]) -> Result<u64, sqlx::Error> {
     if coupons.is_empty() {
         return Ok(0);
     }
     let mut tx = pool.begin().await?;
     let mut inserted = 0;
     for chunk in coupons.chunks(MAX_ROWS_PER_INSERT) {
-        let mut insert: QueryBuilder<MySql> = QueryBuilder::new(
-            "INSERT IGNORE INTO coupons (event, round_no, user_id, slot, seq, issued_at) ",
-        );
+        let mut insert: QueryBuilder<MySql> =
+            QueryBuilder::new("INSERT IGNORE INTO coupons (event, round_no, user_id, slot, seq, issued_at) ");
         insert.push_values(chunk, |mut row, coupon| {
             row.push_bind(&coupon.event)
                 .push_bind(coupon.round)
@@ -65,11 +57,7 @@ pub async fn insert_coupons(
 
 /// Writes (or updates) the round's stock row. `issued` is left as it is, so calling it
 /// again, for example with more stock, never forgets coupons already issued.
-pub async fn upsert_round(
-    pool: &MySqlPool,
-    round: &RoundId,
-    spec: &RoundSpec,
-) -> Result<(), sqlx::Error> {
+pub async fn upsert_round(pool: &MySqlPool, round: &RoundId, spec: &RoundSpec) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO coupon_rounds (event, round_no, stock, per_user, start_ms, end_ms) VALUES (?, ?, ?, ?, ?, ?) \
          ON DUPLICATE KEY UPDATE stock = VALUES(stock), per_user = VALUES(per_user), \
@@ -98,12 +86,11 @@ pub async fn delete_round(pool: &MySqlPool, round: &RoundId) -> Result<(), sqlx:
 
 /// How many coupons of the round are in MySQL.
 pub async fn count_coupons(pool: &MySqlPool, round: &RoundId) -> Result<u64, sqlx::Error> {
-    let count: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM coupons WHERE event = ? AND round_no = ?")
-            .bind(round.event.to_string())
-            .bind(round.round)
-            .fetch_one(pool)
-            .await?;
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM coupons WHERE event = ? AND round_no = ?")
+        .bind(round.event.to_string())
+        .bind(round.round)
+        .fetch_one(pool)
+        .await?;
     Ok(u64::try_from(count).unwrap_or(0))
 }
 
@@ -117,19 +104,13 @@ pub async fn persisted_seqs(pool: &MySqlPool, round: &RoundId) -> Result<Vec<u32
 }
 
 /// The seqs `user` holds in the round, in slot order.
-pub async fn user_seqs(
-    pool: &MySqlPool,
-    round: &RoundId,
-    user: &str,
-) -> Result<Vec<u32>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT seq FROM coupons WHERE event = ? AND round_no = ? AND user_id = ? ORDER BY slot",
-    )
-    .bind(round.event.to_string())
-    .bind(round.round)
-    .bind(user)
-    .fetch_all(pool)
-    .await
+pub async fn user_seqs(pool: &MySqlPool, round: &RoundId, user: &str) -> Result<Vec<u32>, sqlx::Error> {
+    sqlx::query_scalar("SELECT seq FROM coupons WHERE event = ? AND round_no = ? AND user_id = ? ORDER BY slot")
+        .bind(round.event.to_string())
+        .bind(round.round)
+        .bind(user)
+        .fetch_all(pool)
+        .await
 }
 
 /// The stock row of a round: stock, issued so far, and the gate.
@@ -143,11 +124,13 @@ pub struct RoundRow {
 }
 
 pub async fn round_row(pool: &MySqlPool, round: &RoundId) -> Result<Option<RoundRow>, sqlx::Error> {
-    let row = sqlx::query("SELECT stock, per_user, issued, start_ms, end_ms FROM coupon_rounds WHERE event = ? AND round_no = ?")
-        .bind(round.event.to_string())
-        .bind(round.round)
-        .fetch_optional(pool)
-        .await?;
+    let row = sqlx::query(
+        "SELECT stock, per_user, issued, start_ms, end_ms FROM coupon_rounds WHERE event = ? AND round_no = ?",
+    )
+    .bind(round.event.to_string())
+    .bind(round.round)
+    .fetch_optional(pool)
+    .await?;
     row.map(|row| {
         Ok(RoundRow {
             stock: row.try_get(0)?,
@@ -194,34 +177,24 @@ pub async fn issue_sync(
              FROM coupon_rounds WHERE event = ? AND round_no = ?"
         }
     };
-    let Some(row) = sqlx::query(read)
-        .bind(&event)
-        .bind(round.round)
-        .fetch_optional(&mut *tx)
-        .await?
-    else {
+    let Some(row) = sqlx::query(read).bind(&event).bind(round.round).fetch_optional(&mut *tx).await? else {
         return Ok(SyncOutcome::UnknownRound);
     };
-    let (stock, per_user, issued): (u32, u32, u32) =
-        (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-    let (start_ms, end_ms, now_ms): (i64, i64, i64) =
-        (row.try_get(3)?, row.try_get(4)?, row.try_get(5)?);
+    let (stock, per_user, issued): (u32, u32, u32) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+    let (start_ms, end_ms, now_ms): (i64, i64, i64) = (row.try_get(3)?, row.try_get(4)?, row.try_get(5)?);
     if now_ms < start_ms {
-        return Ok(SyncOutcome::NotStarted {
-            starts_at_ms: start_ms,
-        });
+        return Ok(SyncOutcome::NotStarted { starts_at_ms: start_ms });
     }
     if end_ms > 0 && now_ms >= end_ms {
         return Ok(SyncOutcome::Ended);
     }
-    let held: Vec<u32> = sqlx::query_scalar(
-        "SELECT seq FROM coupons WHERE event = ? AND round_no = ? AND user_id = ? ORDER BY slot",
-    )
-    .bind(&event)
-    .bind(round.round)
-    .bind(user)
-    .fetch_all(&mut *tx)
-    .await?;
+    let held: Vec<u32> =
+        sqlx::query_scalar("SELECT seq FROM coupons WHERE event = ? AND round_no = ? AND user_id = ? ORDER BY slot")
+            .bind(&event)
+            .bind(round.round)
+            .bind(user)
+            .fetch_all(&mut *tx)
+            .await?;
     if let Some(&seq) = held.last().filter(|_| held.len() >= per_user as usize) {
         return Ok(SyncOutcome::AlreadyIssued { seq });
     }
@@ -266,12 +239,7 @@ pub async fn issue_sync(
         Err(error) => return Err(error),
     }
     tx.commit().await?;
-    Ok(SyncOutcome::Issued {
-        seq,
-        slot,
-        remaining: stock.saturating_sub(seq),
-        at_ms: now_ms,
-    })
+    Ok(SyncOutcome::Issued { seq, slot, remaining: stock.saturating_sub(seq), at_ms: now_ms })
 }
 
 /// Whether an error is worth retrying as is (deadlock, lock wait timeout, lost connection).

@@ -4,21 +4,15 @@ use std::time::Duration;
 
 /// Parses durations such as `250ms`, `5s`, `2m`.
 pub fn parse(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 250ms, 5s or 2m"))?;
+    let number: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 250ms, 5s or 2m"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(number)),
         "s" | "" => Ok(Duration::from_secs(number)),
         "m" => Ok(Duration::from_secs(number * 60)),
         "h" => Ok(Duration::from_secs(number * 3600)),
-        _ => Err(format!(
-            "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
-        )),
+        _ => Err(format!("{text:?}: unknown unit {unit:?} (use ms, s, m or h)")),
     }
 }
 

@@ -18,9 +18,7 @@ pub struct EventId {
 
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NameError {
-    #[error(
-        "{what} must be 1 to {max} characters of a-z, 0-9, '-' or '.', starting and ending with a letter or digit"
-    )]
+    #[error("{what} must be 1 to {max} characters of a-z, 0-9, '-' or '.', starting and ending with a letter or digit")]
     InvalidName { what: &'static str, max: usize },
     #[error("user id must be 1 to {MAX_USER_ID_LEN} characters without control characters")]
     InvalidUserId,
@@ -32,26 +30,17 @@ impl EventId {
     pub fn new(namespace: &str, name: &str) -> Result<Self, NameError> {
         check_dns_name(namespace, 63, "namespace")?;
         check_dns_name(name, 253, "event name")?;
-        Ok(Self {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        })
+        Ok(Self { namespace: namespace.to_owned(), name: name.to_owned() })
     }
 
     /// `namespace/name`, the form stored in MySQL and carried in messages.
     pub fn parse_qualified(qualified: &str) -> Result<Self, NameError> {
-        let (namespace, name) = qualified.split_once('/').ok_or(NameError::InvalidName {
-            what: "event",
-            max: 317,
-        })?;
+        let (namespace, name) = qualified.split_once('/').ok_or(NameError::InvalidName { what: "event", max: 317 })?;
         Self::new(namespace, name)
     }
 
     pub fn round(&self, round: u32) -> RoundId {
-        RoundId {
-            event: self.clone(),
-            round,
-        }
+        RoundId { event: self.clone(), round }
     }
 }
 
@@ -64,9 +53,7 @@ impl fmt::Display for EventId {
 fn check_dns_name(value: &str, max: usize, what: &'static str) -> Result<(), NameError> {
     let bytes = value.as_bytes();
     let edge_ok = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    let body_ok = bytes
-        .iter()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'.');
+    let body_ok = bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'.');
     if value.len() > max || !edge_ok(bytes.first()) || !edge_ok(bytes.last()) || !body_ok {
         return Err(NameError::InvalidName { what, max });
     }
@@ -98,10 +85,7 @@ impl fmt::Display for RoundId {
 impl FromStr for RoundId {
     type Err = NameError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let invalid = NameError::InvalidName {
-            what: "round",
-            max: 328,
-        };
+        let invalid = NameError::InvalidName { what: "round", max: 328 };
         let (event, round) = s.rsplit_once(':').ok_or(invalid.clone())?;
         let round = round.parse().map_err(|_| invalid)?;
         Ok(EventId::parse_qualified(event)?.round(round))
@@ -164,10 +148,7 @@ pub struct UnknownStrategy(pub String);
 impl FromStr for Strategy {
     type Err = UnknownStrategy;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Strategy::ALL
-            .into_iter()
-            .find(|strategy| strategy.as_str() == s)
-            .ok_or_else(|| UnknownStrategy(s.to_owned()))
+        Strategy::ALL.into_iter().find(|strategy| strategy.as_str() == s).ok_or_else(|| UnknownStrategy(s.to_owned()))
     }
 }
 
@@ -190,17 +171,8 @@ mod tests {
     #[test]
     fn event_names_follow_kubernetes_rules() {
         assert!(EventId::new("marketing", "opening-day.v2").is_ok());
-        for (ns, name) in [
-            ("", "a"),
-            ("Ns", "a"),
-            ("ns", "a{b}"),
-            ("ns", "-a"),
-            ("ns", "a/b"),
-        ] {
-            assert!(
-                EventId::new(ns, name).is_err(),
-                "{ns}/{name} must be rejected"
-            );
+        for (ns, name) in [("", "a"), ("Ns", "a"), ("ns", "a{b}"), ("ns", "-a"), ("ns", "a/b")] {
+            assert!(EventId::new(ns, name).is_err(), "{ns}/{name} must be rejected");
         }
     }
 

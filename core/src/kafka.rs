@@ -29,19 +29,14 @@ pub fn producer_config(brokers: &str, delivery_timeout: Duration) -> ClientConfi
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "2")
-        .set(
-            "message.timeout.ms",
-            delivery_timeout.as_millis().to_string(),
-        )
+        .set("message.timeout.ms", delivery_timeout.as_millis().to_string())
         .set("socket.keepalive.enable", "true");
     config
 }
 
 /// Creates `topic` (and its dead-letter topic) if missing. Safe to call repeatedly.
 pub async fn ensure_topics(brokers: &str, topic: &str, partitions: i32) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
     let dead_letter = dead_letter_topic(topic);
     let topics = [
         NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
@@ -69,24 +64,15 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(brokers: &str, topic: &str, delivery_timeout: Duration) -> Result<Self, KafkaError> {
-        Ok(Self {
-            producer: producer_config(brokers, delivery_timeout).create()?,
-            topic: topic.to_owned(),
-        })
+        Ok(Self { producer: producer_config(brokers, delivery_timeout).create()?, topic: topic.to_owned() })
     }
 
     /// Resolves when the broker acknowledged the message (all in-sync replicas), or
     /// with the error once delivery failed for good.
     pub async fn publish(&self, coupon: &IssuedCoupon) -> Result<(), KafkaError> {
         let payload = coupon.encode();
-        let record = FutureRecord::to(&self.topic)
-            .key(&coupon.user)
-            .payload(&payload);
-        self.producer
-            .send(record, Duration::from_secs(0))
-            .await
-            .map(|_| ())
-            .map_err(|(error, _)| error)
+        let record = FutureRecord::to(&self.topic).key(&coupon.user).payload(&payload);
+        self.producer.send(record, Duration::from_secs(0)).await.map(|_| ()).map_err(|(error, _)| error)
     }
 
     /// Waits for messages still in flight, at most `timeout`.

@@ -17,11 +17,7 @@ pub fn current_round_key(event: &EventId) -> String {
 /// one-per-user case), `user\x1fslot` beyond. User ids cannot hold control characters,
 /// so the separator is unambiguous.
 pub fn winner_field(user: &str, slot: u32) -> String {
-    if slot <= 1 {
-        user.to_owned()
-    } else {
-        format!("{user}\u{1f}{slot}")
-    }
+    if slot <= 1 { user.to_owned() } else { format!("{user}\u{1f}{slot}") }
 }
 
 /// Splits a winners-hash field back into user and slot.

@@ -86,10 +86,7 @@ mod tests {
         assert!(IssuedCoupon::decode(b"not json").is_err());
         let mut bad = message.clone();
         bad.v = 2;
-        assert!(matches!(
-            IssuedCoupon::decode(&bad.encode()),
-            Err(DecodeError::Version(2))
-        ));
+        assert!(matches!(IssuedCoupon::decode(&bad.encode()), Err(DecodeError::Version(2))));
         let mut bad = message.clone();
         bad.user = "a\u{0}b".into();
         assert!(IssuedCoupon::decode(&bad.encode()).is_err());

@@ -23,10 +23,7 @@ pub struct Ops {
 
 impl Ops {
     pub fn new(registry: Registry) -> Self {
-        Self {
-            registry: Arc::new(registry),
-            ready: Arc::new(AtomicBool::new(false)),
-        }
+        Self { registry: Arc::new(registry), ready: Arc::new(AtomicBool::new(false)) }
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -56,10 +53,7 @@ async fn metrics(State(ops): State<Ops>) -> impl IntoResponse {
     match encode(&mut body, &ops.registry) {
         Ok(()) => (
             StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
             body,
         )
             .into_response(),
@@ -77,9 +71,7 @@ pub async fn serve(
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
 
 /// Binds `addr`, logging the address actually bound.

@@ -67,10 +67,7 @@ pub async fn prewarm(
     if let Some(row) = db::round_row(pool, round).await?
         && row.issued > spec.stock
     {
-        return Err(PrewarmError::StockBelowIssued {
-            requested: spec.stock,
-            issued: row.issued,
-        });
+        return Err(PrewarmError::StockBelowIssued { requested: spec.stock, issued: row.issued });
     }
     let keys = RoundKeys::new(round);
     let (state, value): (i64, i64) = PREWARM
@@ -84,38 +81,22 @@ pub async fn prewarm(
         .await?;
     let value = u32::try_from(value.max(0)).unwrap_or(0);
     if state < 0 {
-        return Err(PrewarmError::StockBelowIssued {
-            requested: spec.stock,
-            issued: value,
-        });
+        return Err(PrewarmError::StockBelowIssued { requested: spec.stock, issued: value });
     }
     db::upsert_round(pool, round, spec).await?;
     let _: () = redis
         .hset_multiple(
             current_round_key(&round.event),
-            &[
-                ("round", round.round.to_string()),
-                ("strategy", spec.strategy.as_str().to_owned()),
-            ],
+            &[("round", round.round.to_string()), ("strategy", spec.strategy.as_str().to_owned())],
         )
         .await?;
-    Ok(Prewarmed {
-        created: state == 1,
-        remaining: value,
-    })
+    Ok(Prewarmed { created: state == 1, remaining: value })
 }
 
 /// The event's current round and its strategy, if the event was pre-warmed.
-pub async fn current_round(
-    redis: &mut RedisConn,
-    event: &EventId,
-) -> redis::RedisResult<Option<(RoundId, Strategy)>> {
-    let (round, strategy): (Option<u32>, Option<String>) = redis::cmd("HMGET")
-        .arg(current_round_key(event))
-        .arg("round")
-        .arg("strategy")
-        .query_async(redis)
-        .await?;
+pub async fn current_round(redis: &mut RedisConn, event: &EventId) -> redis::RedisResult<Option<(RoundId, Strategy)>> {
+    let (round, strategy): (Option<u32>, Option<String>) =
+        redis::cmd("HMGET").arg(current_round_key(event)).arg("round").arg("strategy").query_async(redis).await?;
     Ok(match (round, strategy.and_then(|s| s.parse().ok())) {
         (Some(round), Some(strategy)) => Some((event.round(round), strategy)),
         _ => None,
@@ -134,52 +115,29 @@ pub struct RoundMeta {
     pub end_ms: Option<i64>,
 }
 
-pub async fn round_meta(
-    redis: &mut RedisConn,
-    keys: &RoundKeys,
-) -> redis::RedisResult<Option<RoundMeta>> {
-    type Fields = (
-        Option<u32>,
-        Option<i64>,
-        Option<u32>,
-        Option<u32>,
-        Option<i64>,
-        Option<i64>,
-    );
+pub async fn round_meta(redis: &mut RedisConn, keys: &RoundKeys) -> redis::RedisResult<Option<RoundMeta>> {
+    type Fields = (Option<u32>, Option<i64>, Option<u32>, Option<u32>, Option<i64>, Option<i64>);
     let (stock, remaining, seq, per_user, start_ms, end_ms): Fields = redis::cmd("HMGET")
         .arg(&keys.meta)
-        .arg(&[
-            "stock",
-            "remaining",
-            "seq",
-            "per_user",
-            "start_ms",
-            "end_ms",
-        ])
+        .arg(&["stock", "remaining", "seq", "per_user", "start_ms", "end_ms"])
         .query_async(redis)
         .await?;
     Ok(match (stock, remaining, seq, per_user, start_ms, end_ms) {
-        (Some(stock), Some(remaining), Some(seq), Some(per_user), Some(start_ms), Some(end_ms)) => {
-            Some(RoundMeta {
-                stock,
-                remaining: u32::try_from(remaining.max(0)).unwrap_or(0),
-                seq,
-                per_user,
-                start_ms,
-                end_ms: (end_ms > 0).then_some(end_ms),
-            })
-        }
+        (Some(stock), Some(remaining), Some(seq), Some(per_user), Some(start_ms), Some(end_ms)) => Some(RoundMeta {
+            stock,
+            remaining: u32::try_from(remaining.max(0)).unwrap_or(0),
+            seq,
+            per_user,
+            start_ms,
+            end_ms: (end_ms > 0).then_some(end_ms),
+        }),
         _ => None,
     })
 }
 
 /// Removes the round's Redis keys, the event's pointer if it names this round, and the
 /// MySQL stock row. Coupon rows stay: they are the record.
-pub async fn remove_round(
-    redis: &mut RedisConn,
-    pool: &MySqlPool,
-    round: &RoundId,
-) -> Result<(), PrewarmError> {
+pub async fn remove_round(redis: &mut RedisConn, pool: &MySqlPool, round: &RoundId) -> Result<(), PrewarmError> {
     if let Some((current, _)) = current_round(redis, &round.event).await?
         && current == *round
     {

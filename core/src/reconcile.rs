@@ -42,20 +42,15 @@ pub async fn reconcile_round(
     let keys = RoundKeys::new(round);
     let winners: Vec<(String, u32)> = redis.hgetall(&keys.winners).await?;
     let persisted: HashSet<u32> = db::persisted_seqs(pool, round).await?.into_iter().collect();
-    let mut report = ReconcileReport {
-        admitted: winners.len() as u64,
-        persisted: persisted.len() as u64,
-        republished: 0,
-    };
+    let mut report =
+        ReconcileReport { admitted: winners.len() as u64, persisted: persisted.len() as u64, republished: 0 };
     for (field, seq) in winners {
         if persisted.contains(&seq) {
             continue;
         }
         let (user, slot) = parse_winner_field(&field);
         tracing::info!(round = %round, user, seq, "re-publishing an admitted coupon without a row");
-        publisher
-            .publish(&IssuedCoupon::new(round, user, seq, slot, wall_clock_ms()))
-            .await?;
+        publisher.publish(&IssuedCoupon::new(round, user, seq, slot, wall_clock_ms())).await?;
         report.republished += 1;
     }
     Ok(report)

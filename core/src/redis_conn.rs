@@ -19,14 +19,7 @@ pub struct RedisTarget {
 impl RedisTarget {
     /// `urls` is a comma-separated list; `cluster` says whether they are cluster seeds.
     pub fn new(urls: &str, cluster: bool) -> Self {
-        Self {
-            urls: urls
-                .split(',')
-                .map(|u| u.trim().to_owned())
-                .filter(|u| !u.is_empty())
-                .collect(),
-            cluster,
-        }
+        Self { urls: urls.split(',').map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()).collect(), cluster }
     }
 
     pub async fn connect(&self) -> redis::RedisResult<RedisConn> {
@@ -40,29 +33,20 @@ impl RedisTarget {
             return Ok(RedisConn::Cluster(client.get_async_connection().await?));
         }
         let url = self.urls.first().ok_or_else(|| {
-            redis::RedisError::from((
-                redis::ErrorKind::InvalidClientConfig,
-                "no Redis URL configured",
-            ))
+            redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "no Redis URL configured"))
         })?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(response_timeout))
             .set_connection_timeout(Some(connect_timeout))
             .set_number_of_retries(2);
         let client = redis::Client::open(url.as_str())?;
-        Ok(RedisConn::Single(
-            ConnectionManager::new_with_config(client, config).await?,
-        ))
+        Ok(RedisConn::Single(ConnectionManager::new_with_config(client, config).await?))
     }
 
     /// A client for pub/sub. In a cluster a `PUBLISH` reaches every node, so
     /// subscribing on the first seed node hears every round's sold-out message.
     pub fn pubsub_client(&self) -> redis::RedisResult<redis::Client> {
-        let url = self
-            .urls
-            .first()
-            .map(String::as_str)
-            .unwrap_or("redis://127.0.0.1:6379");
+        let url = self.urls.first().map(String::as_str).unwrap_or("redis://127.0.0.1:6379");
         redis::Client::open(url)
     }
 }

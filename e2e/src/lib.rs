@@ -75,7 +75,8 @@ impl Scope {
     async fn with_redis(name: &str, cluster: bool) -> anyhow::Result<Self> {
         let env = Env::from_env();
         let database = unique(&format!("t_{name}")).replace('-', "_");
-        let admin = db::connect(&env.database_url, 1).await.context("MariaDB is not answering: run e2e/backends.sh up")?;
+        let admin =
+            db::connect(&env.database_url, 1).await.context("MariaDB is not answering: run e2e/backends.sh up")?;
         sqlx::query(&format!("CREATE DATABASE `{database}`")).execute(&admin).await?;
         let base = env.database_url.rsplit_once('/').map_or(env.database_url.as_str(), |(base, _)| base);
         let database_url = format!("{base}/{database}");
@@ -120,7 +121,13 @@ impl Scope {
     }
 
     /// Pre-warms a round that opens `opens_in` from now (by this machine's clock).
-    pub async fn prewarm(&self, round: &RoundId, strategy: Strategy, stock: u32, opens_in: Duration) -> anyhow::Result<()> {
+    pub async fn prewarm(
+        &self,
+        round: &RoundId,
+        strategy: Strategy,
+        stock: u32,
+        opens_in: Duration,
+    ) -> anyhow::Result<()> {
         let spec = RoundSpec {
             stock,
             per_user: 1,
@@ -201,7 +208,10 @@ impl Scope {
     /// Waits until MySQL holds `rows` coupons of the round.
     pub async fn wait_for_rows(&self, round: &RoundId, rows: u64, within: Duration) -> anyhow::Result<()> {
         let pool = self.pool().await?;
-        wait_until(&format!("{rows} rows of {round}"), within, || async { Ok(db::count_coupons(&pool, round).await? >= rows) }).await
+        wait_until(&format!("{rows} rows of {round}"), within, || async {
+            Ok(db::count_coupons(&pool, round).await? >= rows)
+        })
+        .await
     }
 }
 

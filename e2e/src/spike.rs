@@ -60,31 +60,33 @@ impl Spike {
     /// Sends `users × requests_per_user` POSTs, spread over `issue_urls` in turn.
     pub async fn run(&self, issue_urls: &[String]) -> anyhow::Result<Tally> {
         let tokens: Vec<String> = (0..self.users).map(|i| crate::token(&user_name(i))).collect();
-        let mut order: Vec<usize> = (0..self.users).flat_map(|u| std::iter::repeat_n(u, self.requests_per_user)).collect();
+        let mut order: Vec<usize> =
+            (0..self.users).flat_map(|u| std::iter::repeat_n(u, self.requests_per_user)).collect();
         order.shuffle(&mut rand::rng());
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(self.concurrency)
             .timeout(Duration::from_secs(30))
             .build()?;
         let started = Instant::now();
-        let answers: Vec<(usize, Result<(u16, Answer), reqwest::Error>)> = futures::stream::iter(order.into_iter().enumerate())
-            .map(|(n, user)| {
-                let client = &client;
-                let url = &issue_urls[n % issue_urls.len()];
-                let token = &tokens[user];
-                async move {
-                    let answer = async {
-                        let response = client.post(url).bearer_auth(token).send().await?;
-                        let code = response.status().as_u16();
-                        Ok((code, response.json::<Answer>().await?))
+        let answers: Vec<(usize, Result<(u16, Answer), reqwest::Error>)> =
+            futures::stream::iter(order.into_iter().enumerate())
+                .map(|(n, user)| {
+                    let client = &client;
+                    let url = &issue_urls[n % issue_urls.len()];
+                    let token = &tokens[user];
+                    async move {
+                        let answer = async {
+                            let response = client.post(url).bearer_auth(token).send().await?;
+                            let code = response.status().as_u16();
+                            Ok((code, response.json::<Answer>().await?))
+                        }
+                        .await;
+                        (user, answer)
                     }
-                    .await;
-                    (user, answer)
-                }
-            })
-            .buffer_unordered(self.concurrency)
-            .collect()
-            .await;
+                })
+                .buffer_unordered(self.concurrency)
+                .collect()
+                .await;
         let mut tally = Tally { elapsed: started.elapsed(), ..Tally::default() };
         for (user, answer) in answers {
             match answer {
@@ -112,7 +114,11 @@ impl Spike {
 
 /// Polls `GET …/issue` for every queued user until none is still queued; returns the
 /// (user, seq) of those whose result is ISSUED.
-pub async fn poll_queue(issue_url: &str, users: &HashSet<String>, within: Duration) -> anyhow::Result<Vec<(String, u32)>> {
+pub async fn poll_queue(
+    issue_url: &str,
+    users: &HashSet<String>,
+    within: Duration,
+) -> anyhow::Result<Vec<(String, u32)>> {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + within;
     let mut waiting: Vec<String> = users.iter().cloned().collect();
@@ -139,7 +145,8 @@ pub async fn poll_queue(issue_url: &str, users: &HashSet<String>, within: Durati
             match (answer.status.as_str(), answer.seq) {
                 ("QUEUED", _) => waiting.push(user),
                 ("ISSUED", Some(seq)) => issued.push((user, seq)),
-                _ => {}
+                ("SOLD_OUT", _) => {}
+                (other, _) => anyhow::bail!("{user} was queued, then answered {other}"),
             }
         }
         if !waiting.is_empty() {
@@ -151,17 +158,24 @@ pub async fn poll_queue(issue_url: &str, users: &HashSet<String>, within: Durati
 
 /// What MySQL holds for a round: (user, seq) of every row.
 pub async fn rows(pool: &MySqlPool, round: &RoundId) -> anyhow::Result<Vec<(String, u32)>> {
-    Ok(sqlx::query_as("SELECT CAST(user_id AS CHAR CHARACTER SET utf8mb4), seq FROM coupons WHERE event = ? AND round_no = ?")
-        .bind(round.event.to_string())
-        .bind(round.round)
-        .fetch_all(pool)
-        .await?)
+    Ok(sqlx::query_as(
+        "SELECT CAST(user_id AS CHAR CHARACTER SET utf8mb4), seq FROM coupons WHERE event = ? AND round_no = ?",
+    )
+    .bind(round.event.to_string())
+    .bind(round.round)
+    .fetch_all(pool)
+    .await?)
 }
 
 /// The guarantees after a round sold out: exactly `stock` winners, each a distinct
 /// user, seqs 1..=stock each once, the rows are exactly the winners, every repeat
 /// answer carries its user's seq, and nothing failed.
-pub fn check_sold_out(stock: u32, winners: &[(String, u32)], already: &[(String, u32)], rows: &[(String, u32)]) -> anyhow::Result<()> {
+pub fn check_sold_out(
+    stock: u32,
+    winners: &[(String, u32)],
+    already: &[(String, u32)],
+    rows: &[(String, u32)],
+) -> anyhow::Result<()> {
     ensure!(winners.len() == stock as usize, "{} ISSUED answers for stock {stock}", winners.len());
     let users: HashSet<&str> = winners.iter().map(|(u, _)| u.as_str()).collect();
     ensure!(users.len() == winners.len(), "a user was issued twice");

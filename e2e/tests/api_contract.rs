@@ -71,15 +71,63 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() -> anyhow::Result<()> 
     let post = reqwest::Method::POST;
     let cases = vec![
         case("no token", post.clone(), &path, vec![], None, 401, "UNAUTHORIZED"),
-        case("malformed token", post.clone(), &path, vec![("authorization", "Bearer abc".into())], None, 401, "UNAUTHORIZED"),
-        case("basic auth", post.clone(), &path, vec![("authorization", "Basic dXNlcjpwdw==".into())], None, 401, "UNAUTHORIZED"),
+        case(
+            "malformed token",
+            post.clone(),
+            &path,
+            vec![("authorization", "Bearer abc".into())],
+            None,
+            401,
+            "UNAUTHORIZED",
+        ),
+        case(
+            "basic auth",
+            post.clone(),
+            &path,
+            vec![("authorization", "Basic dXNlcjpwdw==".into())],
+            None,
+            401,
+            "UNAUTHORIZED",
+        ),
         case("malformed JSON", post.clone(), &path, bearer("u1"), Some("{not json"), 400, "BAD_REQUEST"),
         case("unknown field", post.clone(), &path, bearer("u1"), Some(r#"{"stock": 1000000}"#), 400, "BAD_REQUEST"),
         case("JSON array", post.clone(), &path, bearer("u1"), Some("[]"), 400, "BAD_REQUEST"),
-        case("control chars in requestId", post.clone(), &path, bearer("u1"), Some("{\"requestId\": \"a\\u0001\"}"), 400, "BAD_REQUEST"),
-        case("too large", post.clone(), &path, bearer("u1"), Some(&format!(r#"{{"requestId": "{}"}}"#, "x".repeat(4096))), 413, "TOO_LARGE"),
-        case("invalid event name", post.clone(), "/api/v1/events/NS/Bad_Name/issue", bearer("u1"), None, 400, "BAD_REQUEST"),
-        case("unknown event", post.clone(), &format!("/api/v1/events/{}/nope/issue", round.event.namespace), bearer("u1"), None, 404, "UNKNOWN_EVENT"),
+        case(
+            "control chars in requestId",
+            post.clone(),
+            &path,
+            bearer("u1"),
+            Some("{\"requestId\": \"a\\u0001\"}"),
+            400,
+            "BAD_REQUEST",
+        ),
+        case(
+            "too large",
+            post.clone(),
+            &path,
+            bearer("u1"),
+            Some(&format!(r#"{{"requestId": "{}"}}"#, "x".repeat(4096))),
+            413,
+            "TOO_LARGE",
+        ),
+        case(
+            "invalid event name",
+            post.clone(),
+            "/api/v1/events/NS/Bad_Name/issue",
+            bearer("u1"),
+            None,
+            400,
+            "BAD_REQUEST",
+        ),
+        case(
+            "unknown event",
+            post.clone(),
+            &format!("/api/v1/events/{}/nope/issue", round.event.namespace),
+            bearer("u1"),
+            None,
+            404,
+            "UNKNOWN_EVENT",
+        ),
         case("wrong method", reqwest::Method::DELETE, &path, bearer("u1"), None, 405, "METHOD_NOT_ALLOWED"),
         case("unknown route", reqwest::Method::GET, "/api/v2/whatever", vec![], None, 404, "NOT_FOUND"),
     ];
@@ -143,7 +191,10 @@ async fn the_gate_opens_at_start_and_closes_at_end() -> anyhow::Result<()> {
     assert_eq!(body["status"], "NOT_STARTED");
     assert_eq!(body["startsAt"], couponrush_issuer::response::rfc3339(spec.start_ms));
 
-    wait_until("the round opens", Duration::from_secs(5), || async { Ok(issue("on-time").await?.status().as_u16() == 201) }).await?;
+    wait_until("the round opens", Duration::from_secs(5), || async {
+        Ok(issue("on-time").await?.status().as_u16() == 201)
+    })
+    .await?;
     wait_until("the round closes", Duration::from_secs(5), || async {
         let response = issue("late").await?;
         Ok(response.status().as_u16() == 409 && response.json::<Value>().await?["status"] == "ENDED")
@@ -188,7 +239,10 @@ async fn retries_are_safe_and_results_are_readable() -> anyhow::Result<()> {
     assert_eq!(state["strategy"], "kafka-async");
 
     let metrics = client.get(format!("{}/metrics", issuer.base_url())).send().await?.text().await?;
-    assert!(metrics.contains("couponrush_issuer_answers_total{status=\"ISSUED\",strategy=\"kafka-async\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("couponrush_issuer_answers_total{status=\"ISSUED\",strategy=\"kafka-async\"} 1"),
+        "{metrics}"
+    );
     consumer.stop().await?;
     issuer.stop().await
 }

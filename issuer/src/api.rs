@@ -33,10 +33,7 @@ pub const MAX_BODY_BYTES: usize = 1024;
 /// The API router; tests drive it with `oneshot`, `run` serves it.
 pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
-        .route(
-            "/api/v1/events/{namespace}/{name}/issue",
-            post(issue).get(my_result),
-        )
+        .route("/api/v1/events/{namespace}/{name}/issue", post(issue).get(my_result))
         .route("/api/v1/events/{namespace}/{name}", get(event_state))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .method_not_allowed_fallback(|| async { Reply::MethodNotAllowed })
@@ -69,16 +66,10 @@ fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<Option<IssueRequest
     if !body.starts_with(b"{") {
         return Err(Reply::BadRequest("the body must be a JSON object".to_owned()));
     }
-    let request: IssueRequest = serde_json::from_slice(body)
-        .map_err(|error| Reply::BadRequest(format!("invalid JSON body: {error}")))?;
-    if request
-        .request_id
-        .as_ref()
-        .is_some_and(|id| id.len() > 64 || id.chars().any(char::is_control))
-    {
-        return Err(Reply::BadRequest(
-            "requestId must be at most 64 printable characters".to_owned(),
-        ));
+    let request: IssueRequest =
+        serde_json::from_slice(body).map_err(|error| Reply::BadRequest(format!("invalid JSON body: {error}")))?;
+    if request.request_id.as_ref().is_some_and(|id| id.len() > 64 || id.chars().any(char::is_control)) {
+        return Err(Reply::BadRequest("requestId must be at most 64 printable characters".to_owned()));
     }
     Ok(Some(request))
 }
@@ -97,11 +88,7 @@ async fn lookup(state: &AppState, event: &EventId) -> Result<Arc<LiveRound>, Rep
 
 fn unavailable(state: &AppState, error: &IssueError) -> Reply {
     tracing::warn!(error = %error, source = ?std::error::Error::source(error), "answering 503");
-    state
-        .metrics
-        .backend_errors
-        .get_or_create(&crate::metrics::ErrorLabels { kind: error.kind() })
-        .inc();
+    state.metrics.backend_errors.get_or_create(&crate::metrics::ErrorLabels { kind: error.kind() }).inc();
     Reply::Unavailable
 }
 
@@ -113,15 +100,8 @@ async fn issue(
 ) -> Reply {
     let started = Instant::now();
     let (reply, strategy) = decide(&state, &namespace, &name, &headers, body).await;
-    let labels = AnswerLabels {
-        status: reply.status_word(),
-        strategy: strategy.map_or("none", Strategy::as_str),
-    };
-    state
-        .metrics
-        .admission_seconds
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
+    let labels = AnswerLabels { status: reply.status_word(), strategy: strategy.map_or("none", Strategy::as_str) };
+    state.metrics.admission_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
     state.metrics.answers.get_or_create(&labels).inc();
     reply
 }
@@ -170,9 +150,7 @@ fn outcome_reply(outcome: Outcome, round: u32) -> Reply {
             Admission::AlreadyIssued { seq } => Reply::AlreadyIssued { seq, round },
             Admission::SoldOut => Reply::SoldOut,
             Admission::NotStarted { starts_at_ms } => {
-                let wait_ms = starts_at_ms
-                    .saturating_sub(couponrush_core::wall_clock_ms())
-                    .max(0);
+                let wait_ms = starts_at_ms.saturating_sub(couponrush_core::wall_clock_ms()).max(0);
                 Reply::NotStarted {
                     starts_at_ms,
                     retry_after_s: u64::try_from(wait_ms).unwrap_or(0).div_ceil(1000).max(1),
@@ -214,56 +192,29 @@ async fn read_result(state: &AppState, live: &LiveRound, user: &str) -> Result<R
     if live.strategy == Strategy::Queue {
         match queue::standing(state, live, user).await? {
             Some(Outcome::Admission(Admission::AlreadyIssued { seq })) => {
-                return Ok(Reply::MyResult {
-                    seq: Some(seq),
-                    persisted: true,
-                    round,
-                });
+                return Ok(Reply::MyResult { seq: Some(seq), persisted: true, round });
             }
             Some(outcome) => return Ok(outcome_reply(outcome, round)),
             None => {
-                return Ok(Reply::MyResult {
-                    seq: None,
-                    persisted: false,
-                    round,
-                });
+                return Ok(Reply::MyResult { seq: None, persisted: false, round });
             }
         }
     }
-    let persisted = db::user_seqs(&state.db, &live.round, user)
-        .await
-        .map_err(IssueError::Database)?;
+    let persisted = db::user_seqs(&state.db, &live.round, user).await.map_err(IssueError::Database)?;
     if live.strategy != Strategy::KafkaAsync {
-        return Ok(Reply::MyResult {
-            seq: persisted.last().copied(),
-            persisted: true,
-            round,
-        });
+        return Ok(Reply::MyResult { seq: persisted.last().copied(), persisted: true, round });
     }
     let mut redis = state.redis.clone();
-    let admitted: Option<u32> = redis
-        .hget(&live.keys.winners, winner_field(user, 1))
-        .await
-        .map_err(IssueError::ReadResult)?;
+    let admitted: Option<u32> =
+        redis.hget(&live.keys.winners, winner_field(user, 1)).await.map_err(IssueError::ReadResult)?;
     Ok(match admitted {
-        Some(seq) => Reply::MyResult {
-            seq: Some(seq),
-            persisted: persisted.contains(&seq),
-            round,
-        },
-        None => Reply::MyResult {
-            seq: None,
-            persisted: false,
-            round,
-        },
+        Some(seq) => Reply::MyResult { seq: Some(seq), persisted: persisted.contains(&seq), round },
+        None => Reply::MyResult { seq: None, persisted: false, round },
     })
 }
 
 /// `GET /api/v1/events/{namespace}/{name}`: the current round's public state.
-async fn event_state(
-    State(state): State<Arc<AppState>>,
-    Path((namespace, name)): Path<(String, String)>,
-) -> Reply {
+async fn event_state(State(state): State<Arc<AppState>>, Path((namespace, name)): Path<(String, String)>) -> Reply {
     let event = match event_id(&namespace, &name) {
         Ok(event) => event,
         Err(reply) => return reply,

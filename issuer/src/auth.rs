@@ -65,23 +65,14 @@ impl Authenticator {
         };
         let mut keys = Vec::new();
         if let Some(secret) = hs256_secret {
-            keys.push((
-                Algorithm::HS256,
-                DecodingKey::from_secret(secret.as_bytes()),
-                validation(Algorithm::HS256),
-            ));
+            keys.push((Algorithm::HS256, DecodingKey::from_secret(secret.as_bytes()), validation(Algorithm::HS256)));
         }
         if let Some(path) = public_key_file {
-            let pem = std::fs::read(path).map_err(|source| AuthConfigError::ReadKey {
-                path: path.display().to_string(),
-                source,
-            })?;
+            let pem = std::fs::read(path)
+                .map_err(|source| AuthConfigError::ReadKey { path: path.display().to_string(), source })?;
             let (alg, key) = match DecodingKey::from_rsa_pem(&pem) {
                 Ok(key) => (Algorithm::RS256, key),
-                Err(_) => (
-                    Algorithm::ES256,
-                    DecodingKey::from_ec_pem(&pem).map_err(AuthConfigError::KeyFormat)?,
-                ),
+                Err(_) => (Algorithm::ES256, DecodingKey::from_ec_pem(&pem).map_err(AuthConfigError::KeyFormat)?),
             };
             keys.push((alg, key, validation(alg)));
         }
@@ -95,10 +86,8 @@ impl Authenticator {
     pub fn identify(&self, headers: &HeaderMap) -> Result<String, &'static str> {
         match self {
             Self::TrustHeader => {
-                let user = headers
-                    .get(TRUSTED_USER_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .ok_or("missing X-User-Id header")?;
+                let user =
+                    headers.get(TRUSTED_USER_HEADER).and_then(|v| v.to_str().ok()).ok_or("missing X-User-Id header")?;
                 check_user_id(user).map_err(|_| "invalid X-User-Id header")?;
                 Ok(user.to_owned())
             }
@@ -110,13 +99,9 @@ impl Authenticator {
                     .ok_or("missing bearer token")?;
                 // `alg: none` and any algorithm without a configured key end here.
                 let alg = decode_header(token).map_err(|_| "malformed token")?.alg;
-                let (_, key, validation) = keys
-                    .iter()
-                    .find(|(a, _, _)| *a == alg)
-                    .ok_or("token algorithm not accepted")?;
-                let claims = decode::<Claims>(token, key, validation)
-                    .map_err(|_| "invalid or expired token")?
-                    .claims;
+                let (_, key, validation) =
+                    keys.iter().find(|(a, _, _)| *a == alg).ok_or("token algorithm not accepted")?;
+                let claims = decode::<Claims>(token, key, validation).map_err(|_| "invalid or expired token")?.claims;
                 check_user_id(&claims.sub).map_err(|_| "token subject is not a valid user id")?;
                 Ok(claims.sub)
             }
@@ -134,20 +119,12 @@ mod tests {
 
     fn bearer(token: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            AUTHORIZATION,
-            format!("Bearer {token}").parse().expect("header"),
-        );
+        headers.insert(AUTHORIZATION, format!("Bearer {token}").parse().expect("header"));
         headers
     }
 
     fn hs256(claims: serde_json::Value, secret: &str) -> String {
-        encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(secret.as_bytes()),
-        )
-        .expect("token")
+        encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes())).expect("token")
     }
 
     fn exp(offset: i64) -> i64 {
@@ -161,29 +138,17 @@ mod tests {
     #[test]
     fn accepts_a_valid_token() {
         let token = hs256(json!({"sub": "user-1", "exp": exp(60)}), SECRET);
-        assert_eq!(
-            authenticator().identify(&bearer(&token)),
-            Ok("user-1".to_owned())
-        );
+        assert_eq!(authenticator().identify(&bearer(&token)), Ok("user-1".to_owned()));
     }
 
     #[test]
     fn rejects_bad_tokens() {
         let auth = authenticator();
         let cases = [
-            (
-                "wrong signature",
-                hs256(json!({"sub": "u", "exp": exp(60)}), "other-secret"),
-            ),
-            (
-                "expired",
-                hs256(json!({"sub": "u", "exp": exp(-600)}), SECRET),
-            ),
+            ("wrong signature", hs256(json!({"sub": "u", "exp": exp(60)}), "other-secret")),
+            ("expired", hs256(json!({"sub": "u", "exp": exp(-600)}), SECRET)),
             ("missing sub", hs256(json!({"exp": exp(60)}), SECRET)),
-            (
-                "control character in sub",
-                hs256(json!({"sub": "a\nb", "exp": exp(60)}), SECRET),
-            ),
+            ("control character in sub", hs256(json!({"sub": "a\nb", "exp": exp(60)}), SECRET)),
             // alg:none: header {"alg":"none","typ":"JWT"}, payload {"sub":"u","exp":...}, no signature.
             (
                 "alg none",
@@ -195,15 +160,9 @@ mod tests {
             ("garbage", "not.a.token".to_owned()),
         ];
         for (case, token) in cases {
-            assert!(
-                auth.identify(&bearer(&token)).is_err(),
-                "{case} must be rejected"
-            );
+            assert!(auth.identify(&bearer(&token)).is_err(), "{case} must be rejected");
         }
-        assert!(
-            auth.identify(&HeaderMap::new()).is_err(),
-            "no token must be rejected"
-        );
+        assert!(auth.identify(&HeaderMap::new()).is_err(), "no token must be rejected");
     }
 
     #[test]
@@ -221,15 +180,11 @@ mod tests {
     }
 
     fn base64_url(text: &str) -> String {
-        const ALPHABET: &[u8; 64] =
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         let bytes = text.as_bytes();
         let mut out = String::new();
         for chunk in bytes.chunks(3) {
-            let n = chunk
-                .iter()
-                .enumerate()
-                .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+            let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
             for i in 0..=chunk.len() {
                 out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
             }

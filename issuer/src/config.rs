@@ -40,12 +40,7 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct Backends {
     /// Redis URL, or comma-separated cluster seed URLs with --redis-cluster.
-    #[arg(
-        long,
-        env = "REDIS_URL",
-        default_value = "redis://127.0.0.1:16379",
-        global = true
-    )]
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:16379", global = true)]
     pub redis_url: String,
     /// Treat --redis-url as the seeds of a Redis Cluster.
     #[arg(long, env = "REDIS_CLUSTER", global = true)]
@@ -59,12 +54,7 @@ pub struct Backends {
     )]
     pub database_url: String,
     /// Kafka bootstrap servers.
-    #[arg(
-        long,
-        env = "KAFKA_BROKERS",
-        default_value = "127.0.0.1:19092",
-        global = true
-    )]
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:19092", global = true)]
     pub kafka_brokers: String,
     /// Topic of admitted coupons.
     #[arg(long, env = "KAFKA_TOPIC", default_value = couponrush_core::kafka::DEFAULT_TOPIC, global = true)]

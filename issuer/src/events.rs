@@ -73,10 +73,7 @@ pub struct Events {
 
 impl Events {
     pub fn new(redis: RedisConn) -> Self {
-        Self {
-            cache: RwLock::new(HashMap::new()),
-            redis,
-        }
+        Self { cache: RwLock::new(HashMap::new()), redis }
     }
 
     /// The event's current round; `None` if the event was never pre-warmed.
@@ -155,9 +152,8 @@ impl Events {
                     continue;
                 }
             };
-            let changed = current
-                .as_ref()
-                .is_none_or(|(round, strategy)| *round != live.round || *strategy != live.strategy);
+            let changed =
+                current.as_ref().is_none_or(|(round, strategy)| *round != live.round || *strategy != live.strategy);
             if changed {
                 if let Ok(mut cache) = self.cache.write() {
                     cache.remove(&event);
@@ -178,9 +174,7 @@ impl Events {
             }
         }
         if let Ok(mut cache) = self.cache.write() {
-            cache.retain(
-                |_, cached| !matches!(cached, Cached::Unknown(at) if at.elapsed() >= UNKNOWN_TTL),
-            );
+            cache.retain(|_, cached| !matches!(cached, Cached::Unknown(at) if at.elapsed() >= UNKNOWN_TTL));
         }
     }
 
@@ -211,11 +205,7 @@ pub async fn refresh_loop(events: Arc<Events>, shutdown: CancellationToken) {
 }
 
 /// Listens on the sold-out channel until `shutdown`, reconnecting with backoff.
-pub async fn sold_out_listener(
-    events: Arc<Events>,
-    target: RedisTarget,
-    shutdown: CancellationToken,
-) {
+pub async fn sold_out_listener(events: Arc<Events>, target: RedisTarget, shutdown: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
     while !shutdown.is_cancelled() {
         let subscribed = async {

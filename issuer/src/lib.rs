@@ -32,10 +32,7 @@ use crate::metrics::Metrics;
 use crate::state::AppState;
 
 /// Connects the backends and builds the shared state; no background task yet.
-pub async fn build_state(
-    backends: &Backends,
-    config: &ServeConfig,
-) -> anyhow::Result<(Arc<AppState>, Registry)> {
+pub async fn build_state(backends: &Backends, config: &ServeConfig) -> anyhow::Result<(Arc<AppState>, Registry)> {
     let auth = Authenticator::from_config(
         config.jwt_hs256_secret.as_deref(),
         config.jwt_public_key_file.as_deref(),
@@ -49,11 +46,7 @@ pub async fn build_state(
         .max_connections(config.database_max_connections)
         .acquire_timeout(std::time::Duration::from_secs(3))
         .connect_lazy(&backends.database_url)?;
-    let publisher = Publisher::new(
-        &backends.kafka_brokers,
-        &backends.kafka_topic,
-        backends.kafka_delivery_timeout,
-    )?;
+    let publisher = Publisher::new(&backends.kafka_brokers, &backends.kafka_topic, backends.kafka_delivery_timeout)?;
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let state = AppState {
@@ -81,15 +74,8 @@ pub async fn run(
     let background = CancellationToken::new();
     let target = RedisTarget::new(&backends.redis_url, backends.redis_cluster);
     let tasks = [
-        tokio::spawn(events::refresh_loop(
-            state.events.clone(),
-            background.clone(),
-        )),
-        tokio::spawn(events::sold_out_listener(
-            state.events.clone(),
-            target,
-            background.clone(),
-        )),
+        tokio::spawn(events::refresh_loop(state.events.clone(), background.clone())),
+        tokio::spawn(events::sold_out_listener(state.events.clone(), target, background.clone())),
         tokio::spawn(queue::supervise(state.clone(), background.clone())),
     ];
     let router = api::app(state.clone()).merge(ops.router());

@@ -12,10 +12,7 @@ use couponrush_issuer::config::{Backends, Cli, Command, PrewarmArgs, RoundArgs, 
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init(cli.log_json);
-    match cli
-        .command
-        .unwrap_or(Command::Serve(ServeConfig::default()))
-    {
+    match cli.command.unwrap_or(Command::Serve(ServeConfig::default())) {
         Command::Serve(config) => {
             let listener = couponrush_core::ops::bind(config.listen).await?;
             couponrush_issuer::run(cli.backends, config, listener, shutdown::on_signal()).await
@@ -45,14 +42,11 @@ async fn prewarm_round(backends: &Backends, args: PrewarmArgs) -> anyhow::Result
         end_ms: args.ends_at.map(|t| t.as_millisecond()),
         strategy: args.strategy,
     };
-    let mut redis = RedisTarget::new(&backends.redis_url, backends.redis_cluster)
-        .connect()
-        .await?;
+    let mut redis = RedisTarget::new(&backends.redis_url, backends.redis_cluster).connect().await?;
     let pool = db::connect(&backends.database_url, 2).await?;
     db::migrate(&pool).await?;
     if args.strategy == couponrush_core::event::Strategy::KafkaAsync {
-        couponrush_core::kafka::ensure_topics(&backends.kafka_brokers, &backends.kafka_topic, 4)
-            .await?;
+        couponrush_core::kafka::ensure_topics(&backends.kafka_brokers, &backends.kafka_topic, 4).await?;
     }
     let done = prewarm::prewarm(&mut redis, &pool, &round, &spec).await?;
     tracing::info!(%round, stock = spec.stock, remaining = done.remaining, created = done.created, strategy = %spec.strategy, "round pre-warmed");
@@ -61,15 +55,9 @@ async fn prewarm_round(backends: &Backends, args: PrewarmArgs) -> anyhow::Result
 
 async fn reconcile_round(backends: &Backends, args: RoundArgs) -> anyhow::Result<()> {
     let round = EventId::new(&args.namespace, &args.name)?.round(args.round);
-    let mut redis = RedisTarget::new(&backends.redis_url, backends.redis_cluster)
-        .connect()
-        .await?;
+    let mut redis = RedisTarget::new(&backends.redis_url, backends.redis_cluster).connect().await?;
     let pool = db::connect(&backends.database_url, 2).await?;
-    let publisher = Publisher::new(
-        &backends.kafka_brokers,
-        &backends.kafka_topic,
-        backends.kafka_delivery_timeout,
-    )?;
+    let publisher = Publisher::new(&backends.kafka_brokers, &backends.kafka_topic, backends.kafka_delivery_timeout)?;
     let report = reconcile::reconcile_round(&mut redis, &pool, &publisher, &round).await?;
     publisher.flush(std::time::Duration::from_secs(10))?;
     tracing::info!(%round, admitted = report.admitted, persisted = report.persisted, republished = report.republished, "reconciled");

@@ -30,9 +30,7 @@ impl Metrics {
         let metrics = Self {
             answers: Family::default(),
             backend_errors: Family::default(),
-            admission_seconds: Family::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
-            }),
+            admission_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_05, 2.0, 16))),
         };
         registry.register(
             "couponrush_issuer_answers",

@@ -13,6 +13,7 @@ use couponrush_core::db::{self, RowLock};
 use couponrush_core::event::Strategy;
 use couponrush_core::keys::SOLD_OUT_CHANNEL;
 use couponrush_core::prewarm::round_meta;
+use futures::StreamExt;
 use rand::Rng;
 use redis::{AsyncCommands, Script};
 use tokio_util::sync::CancellationToken;
@@ -62,11 +63,7 @@ fn parse_result(result: &str) -> Admission {
 }
 
 /// Joins the queue (or reports the result the user already has).
-pub async fn enqueue(
-    state: &AppState,
-    live: &LiveRound,
-    user: &str,
-) -> Result<Outcome, IssueError> {
+pub async fn enqueue(state: &AppState, live: &LiveRound, user: &str) -> Result<Outcome, IssueError> {
     let mut redis = state.redis.clone();
     let reply: Vec<String> = ENQUEUE
         .key(&live.keys.meta)
@@ -77,22 +74,13 @@ pub async fn enqueue(
         .invoke_async(&mut redis)
         .await
         .map_err(IssueError::Queue)?;
-    let number = |i: usize| {
-        reply
-            .get(i)
-            .and_then(|v| v.parse::<i64>().ok())
-            .unwrap_or(0)
-    };
+    let number = |i: usize| reply.get(i).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
     let admission = match reply.first().map(String::as_str) {
         Some("QUEUED") => {
-            return Ok(Outcome::Queued {
-                position: u64::try_from(number(1)).unwrap_or(0),
-            });
+            return Ok(Outcome::Queued { position: u64::try_from(number(1)).unwrap_or(0) });
         }
         Some("RESULT") => parse_result(reply.get(1).map(String::as_str).unwrap_or("")),
-        Some("NOT_STARTED") => Admission::NotStarted {
-            starts_at_ms: number(1),
-        },
+        Some("NOT_STARTED") => Admission::NotStarted { starts_at_ms: number(1) },
         Some("ENDED") => Admission::Ended,
         Some("SOLD_OUT") => Admission::SoldOut,
         _ => Admission::UnknownRound,
@@ -103,25 +91,34 @@ pub async fn enqueue(
     Ok(Outcome::Admission(admission))
 }
 
+static STANDING: LazyLock<Script> = LazyLock::new(|| {
+    // One script, so a user moving from the queue to the results is seen in one place.
+    Script::new(
+        r#"
+local result = redis.call('HGET', KEYS[2], ARGV[1])
+if result then return {'RESULT', result} end
+local rank = redis.call('ZRANK', KEYS[1], ARGV[1])
+if rank then return {'QUEUED', tostring(rank + 1)} end
+return {'NONE'}
+"#,
+    )
+});
+
 /// A user's standing in a queue round: their result, their place, or nothing.
-pub async fn standing(
-    state: &AppState,
-    live: &LiveRound,
-    user: &str,
-) -> Result<Option<Outcome>, IssueError> {
+pub async fn standing(state: &AppState, live: &LiveRound, user: &str) -> Result<Option<Outcome>, IssueError> {
     let mut redis = state.redis.clone();
-    let result: Option<String> = redis
-        .hget(&live.keys.queue_results, user)
+    let reply: Vec<String> = STANDING
+        .key(&live.keys.queue)
+        .key(&live.keys.queue_results)
+        .arg(user)
+        .invoke_async(&mut redis)
         .await
         .map_err(IssueError::ReadResult)?;
-    if let Some(result) = result {
-        return Ok(Some(Outcome::Admission(parse_result(&result))));
-    }
-    let rank: Option<u64> = redis
-        .zrank(&live.keys.queue, user)
-        .await
-        .map_err(IssueError::ReadResult)?;
-    Ok(rank.map(|rank| Outcome::Queued { position: rank + 1 }))
+    Ok(match (reply.first().map(String::as_str), reply.get(1)) {
+        (Some("RESULT"), Some(result)) => Some(Outcome::Admission(parse_result(result))),
+        (Some("QUEUED"), Some(position)) => Some(Outcome::Queued { position: position.parse().unwrap_or(0) }),
+        _ => None,
+    })
 }
 
 /// Keeps one scheduler task per known `queue` round until `shutdown`.
@@ -136,11 +133,7 @@ pub async fn supervise(state: Arc<AppState>, shutdown: CancellationToken) {
         running.retain(|_, task| !task.is_finished());
         for live in state.events.known_rounds() {
             if live.strategy == Strategy::Queue && !running.contains_key(&live.label) {
-                let task = tokio::spawn(schedule(
-                    state.clone(),
-                    live.clone(),
-                    shutdown.child_token(),
-                ));
+                let task = tokio::spawn(schedule(state.clone(), live.clone(), shutdown.child_token()));
                 running.insert(live.label.clone(), task);
             }
         }
@@ -182,12 +175,7 @@ async fn hold_lease(
         "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end \
          if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end return 0",
     );
-    let held: i64 = renew
-        .key(&live.keys.lock)
-        .arg(token)
-        .arg(LEASE_MS)
-        .invoke_async(redis)
-        .await?;
+    let held: i64 = renew.key(&live.keys.lock).arg(token).arg(LEASE_MS).invoke_async(redis).await?;
     Ok(held == 1)
 }
 
@@ -196,59 +184,63 @@ async fn admit_batch(state: &AppState, live: &LiveRound) -> Result<(), redis::Re
     let Some(meta) = round_meta(&mut redis, &live.keys).await? else {
         return Ok(());
     };
+    // Users are read from the head of the queue and removed only once their result is
+    // written, so a poll always finds them in one place or the other, and a scheduler
+    // that dies mid-batch leaves them queued for the next one (MySQL makes the retry
+    // idempotent).
     if meta.remaining == 0 {
         // Sold out: everyone still waiting is turned away, and told.
-        let waiting: Vec<(String, f64)> = redis.zpopmin(&live.keys.queue, BATCH as isize).await?;
-        for (user, _) in waiting {
-            let _: () = redis.hset(&live.keys.queue_results, user, "S").await?;
+        let waiting: Vec<String> = redis.zrange(&live.keys.queue, 0, BATCH as isize - 1).await?;
+        for user in waiting {
+            decided(&mut redis, live, &user, "S").await?;
         }
         return Ok(());
     }
     let take = BATCH.min(meta.remaining as usize);
-    let batch: Vec<(String, f64)> = redis.zpopmin(&live.keys.queue, take as isize).await?;
+    let batch: Vec<String> = redis.zrange(&live.keys.queue, 0, take as isize - 1).await?;
     if batch.is_empty() {
         return Ok(());
     }
-    let results = futures::stream::iter(batch)
-        .map(|(user, score)| async move {
+    let results: Vec<_> = futures::stream::iter(batch)
+        .map(|user| async move {
             let outcome = db::issue_sync(&state.db, &live.round, &user, RowLock::None).await;
-            (user, score, outcome)
+            (user, outcome)
         })
-        .buffer_unordered(PARALLEL);
-    use futures::StreamExt;
-    let results: Vec<_> = results.collect().await;
-    for (user, score, outcome) in results {
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await;
+    for (user, outcome) in results {
         match outcome {
             Ok(Admission::Issued { seq, remaining, .. }) => {
-                let _: () = redis
-                    .hset(&live.keys.queue_results, &user, format!("I:{seq}"))
-                    .await?;
                 let _: i64 = redis.hincr(&live.keys.meta, "remaining", -1).await?;
+                decided(&mut redis, live, &user, &format!("I:{seq}")).await?;
                 if remaining == 0 {
                     finish(state, live).await?;
                 }
             }
-            Ok(Admission::AlreadyIssued { seq }) => {
-                let _: () = redis
-                    .hset(&live.keys.queue_results, &user, format!("I:{seq}"))
-                    .await?;
-            }
+            Ok(Admission::AlreadyIssued { seq }) => decided(&mut redis, live, &user, &format!("I:{seq}")).await?,
             Ok(Admission::SoldOut) => {
-                let _: () = redis.hset(&live.keys.queue_results, &user, "S").await?;
+                decided(&mut redis, live, &user, "S").await?;
                 finish(state, live).await?;
             }
-            Ok(Admission::Ended) => {
-                let _: () = redis.hset(&live.keys.queue_results, &user, "E").await?;
-            }
-            Ok(Admission::NotStarted { .. } | Admission::UnknownRound) | Err(_) => {
-                // Not decided: back to the queue at the same place.
-                if let Err(error) = &outcome {
-                    tracing::warn!(%error, round = %live.label, user, "queued admission failed; requeued");
-                }
-                let _: () = redis.zadd(&live.keys.queue, &user, score).await?;
-            }
+            Ok(Admission::Ended) => decided(&mut redis, live, &user, "E").await?,
+            // Not decided: the user stays at the head of the queue for the next tick.
+            Ok(Admission::NotStarted { .. } | Admission::UnknownRound) => {}
+            Err(error) => tracing::warn!(%error, round = %live.label, user, "queued admission failed; stays queued"),
         }
     }
+    Ok(())
+}
+
+/// Writes a user's result, then takes them off the queue.
+async fn decided(
+    redis: &mut couponrush_core::redis_conn::RedisConn,
+    live: &LiveRound,
+    user: &str,
+    result: &str,
+) -> redis::RedisResult<()> {
+    let _: () = redis.hset(&live.keys.queue_results, user, result).await?;
+    let _: () = redis.zrem(&live.keys.queue, user).await?;
     Ok(())
 }
 

@@ -81,9 +81,7 @@ struct Body {
 
 /// RFC 3339 text of an epoch-milliseconds instant.
 pub fn rfc3339(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
+    jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default()
 }
 
 impl Reply {
@@ -113,9 +111,7 @@ impl Reply {
     fn status_code(&self) -> StatusCode {
         match self {
             Reply::Issued { .. } => StatusCode::CREATED,
-            Reply::AlreadyIssued { .. } | Reply::MyResult { .. } | Reply::EventState(_) => {
-                StatusCode::OK
-            }
+            Reply::AlreadyIssued { .. } | Reply::MyResult { .. } | Reply::EventState(_) => StatusCode::OK,
             Reply::Queued { .. } => StatusCode::ACCEPTED,
             Reply::SoldOut => StatusCode::GONE,
             Reply::NotStarted { .. } | Reply::Ended => StatusCode::CONFLICT,
@@ -132,13 +128,9 @@ impl Reply {
     fn body(self) -> Body {
         let status = self.status_word();
         match self {
-            Reply::Issued { seq, round } => Body {
-                status,
-                message: "coupon issued",
-                seq: Some(seq),
-                round: Some(round),
-                ..Body::default()
-            },
+            Reply::Issued { seq, round } => {
+                Body { status, message: "coupon issued", seq: Some(seq), round: Some(round), ..Body::default() }
+            }
             Reply::AlreadyIssued { seq, round } => Body {
                 status,
                 message: "you already hold a coupon of this round",
@@ -152,68 +144,29 @@ impl Reply {
                 position: Some(position),
                 ..Body::default()
             },
-            Reply::SoldOut => Body {
-                status,
-                message: "all coupons of this round have been issued",
-                ..Body::default()
-            },
+            Reply::SoldOut => Body { status, message: "all coupons of this round have been issued", ..Body::default() },
             Reply::NotStarted { starts_at_ms, .. } => Body {
                 status,
                 message: "this round has not started yet",
                 starts_at: Some(rfc3339(starts_at_ms)),
                 ..Body::default()
             },
-            Reply::Ended => Body {
-                status,
-                message: "this round has ended",
-                ..Body::default()
-            },
-            Reply::UnknownEvent => Body {
-                status,
-                message: "no such event",
-                ..Body::default()
-            },
-            Reply::Unauthorized(why) => Body {
-                status,
-                message: why,
-                ..Body::default()
-            },
-            Reply::BadRequest(detail) => Body {
-                status,
-                message: "bad request",
-                detail: Some(detail),
-                ..Body::default()
-            },
-            Reply::TooLarge => Body {
-                status,
-                message: "request body too large",
-                ..Body::default()
-            },
-            Reply::NotFound => Body {
-                status,
-                message: "no such resource",
-                ..Body::default()
-            },
-            Reply::MethodNotAllowed => Body {
-                status,
-                message: "method not allowed on this resource",
-                ..Body::default()
-            },
-            Reply::Unavailable => Body {
-                status,
-                message: "temporarily unavailable; nothing was issued, please retry",
-                ..Body::default()
-            },
-            Reply::Internal => Body {
-                status,
-                message: "internal error",
-                ..Body::default()
-            },
-            Reply::MyResult {
-                seq,
-                persisted,
-                round,
-            } => Body {
+            Reply::Ended => Body { status, message: "this round has ended", ..Body::default() },
+            Reply::UnknownEvent => Body { status, message: "no such event", ..Body::default() },
+            Reply::Unauthorized(why) => Body { status, message: why, ..Body::default() },
+            Reply::BadRequest(detail) => {
+                Body { status, message: "bad request", detail: Some(detail), ..Body::default() }
+            }
+            Reply::TooLarge => Body { status, message: "request body too large", ..Body::default() },
+            Reply::NotFound => Body { status, message: "no such resource", ..Body::default() },
+            Reply::MethodNotAllowed => {
+                Body { status, message: "method not allowed on this resource", ..Body::default() }
+            }
+            Reply::Unavailable => {
+                Body { status, message: "temporarily unavailable; nothing was issued, please retry", ..Body::default() }
+            }
+            Reply::Internal => Body { status, message: "internal error", ..Body::default() },
+            Reply::MyResult { seq, persisted, round } => Body {
                 status,
                 message: if seq.is_some() {
                     "you hold a coupon of this round"
@@ -225,11 +178,7 @@ impl Reply {
                 persisted: seq.map(|_| persisted),
                 ..Body::default()
             },
-            Reply::EventState(_) => Body {
-                status,
-                message: "",
-                ..Body::default()
-            },
+            Reply::EventState(_) => Body { status, message: "", ..Body::default() },
         }
     }
 }
@@ -238,13 +187,9 @@ impl IntoResponse for Reply {
     fn into_response(self) -> Response {
         let code = self.status_code();
         let extra_header = match &self {
-            Reply::NotStarted { retry_after_s, .. } => {
-                Some((header::RETRY_AFTER, HeaderValue::from(*retry_after_s)))
-            }
+            Reply::NotStarted { retry_after_s, .. } => Some((header::RETRY_AFTER, HeaderValue::from(*retry_after_s))),
             Reply::Unavailable => Some((header::RETRY_AFTER, HeaderValue::from_static("1"))),
-            Reply::Unauthorized(_) => {
-                Some((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")))
-            }
+            Reply::Unauthorized(_) => Some((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))),
             _ => None,
         };
         let mut response = match self {

@@ -29,12 +29,18 @@ pub enum Outcome {
 pub async fn issue(state: &AppState, live: &LiveRound, user: &str) -> Result<Outcome, IssueError> {
     let admission = match live.strategy {
         Strategy::KafkaAsync => kafka_async(state, live, user).await?,
-        Strategy::DbLock => {
-            with_retry(|| db::issue_sync(&state.db, &live.round, user, RowLock::ForUpdate)).await?
-        }
+        Strategy::DbLock => with_retry(|| db::issue_sync(&state.db, &live.round, user, RowLock::ForUpdate)).await?,
         Strategy::RedisLock => redis_lock(state, live, user).await?,
-        Strategy::RedisCounter => counter_gate(state, live, user).await?,
-        Strategy::RedisCounterSet => counter_set_gate(state, live, user).await?,
+        Strategy::RedisCounter => match counter_gate(state, live, user).await? {
+            // The gate's fast "no" is not final: places of requests in flight that end
+            // without a coupon come back. Only MySQL's answer closes the round.
+            Gated::Full => return Ok(Outcome::Admission(Admission::SoldOut)),
+            Gated::Decided(admission) => admission,
+        },
+        Strategy::RedisCounterSet => match counter_set_gate(state, live, user).await? {
+            Gated::Full => return Ok(Outcome::Admission(Admission::SoldOut)),
+            Gated::Decided(admission) => admission,
+        },
         Strategy::Queue => return queue::enqueue(state, live, user).await,
     };
     note_sold_out(state, live, &admission).await;
@@ -44,10 +50,7 @@ pub async fn issue(state: &AppState, live: &LiveRound, user: &str) -> Result<Out
 /// Remembers a sold-out round and, for the strategies whose Lua script does not publish
 /// it, tells the other issuers.
 async fn note_sold_out(state: &AppState, live: &LiveRound, admission: &Admission) {
-    let sold_out = matches!(
-        admission,
-        Admission::SoldOut | Admission::Issued { remaining: 0, .. }
-    );
+    let sold_out = matches!(admission, Admission::SoldOut | Admission::Issued { remaining: 0, .. });
     if !sold_out || live.is_sold_out() {
         return;
     }
@@ -64,19 +67,10 @@ async fn note_sold_out(state: &AppState, live: &LiveRound, admission: &Admission
 /// `kafka-async`: one Lua round trip admits; then the coupon goes to Kafka. If Kafka
 /// definitely refuses it, the admission is rolled back (unless the consumer already
 /// confirmed it) and the caller gets 503 with nothing admitted.
-async fn kafka_async(
-    state: &AppState,
-    live: &LiveRound,
-    user: &str,
-) -> Result<Admission, IssueError> {
+async fn kafka_async(state: &AppState, live: &LiveRound, user: &str) -> Result<Admission, IssueError> {
     let mut redis = state.redis.clone();
-    let admission = admission::admit(&mut redis, &live.keys, &live.label, user)
-        .await
-        .map_err(IssueError::Admit)?;
-    let Admission::Issued {
-        seq, slot, at_ms, ..
-    } = admission
-    else {
+    let admission = admission::admit(&mut redis, &live.keys, &live.label, user).await.map_err(IssueError::Admit)?;
+    let Admission::Issued { seq, slot, at_ms, .. } = admission else {
         return Ok(admission);
     };
     let coupon = IssuedCoupon::new(&live.round, user, seq, slot, at_ms);
@@ -119,11 +113,7 @@ where
 /// `redis-lock`: one lock per round (token, expiry, compare-and-delete unlock) around
 /// the database transaction. The expiry bounds a crashed holder; if a slow holder
 /// outlives it, the transaction's conditional update still keeps stock exact.
-async fn redis_lock(
-    state: &AppState,
-    live: &LiveRound,
-    user: &str,
-) -> Result<Admission, IssueError> {
+async fn redis_lock(state: &AppState, live: &LiveRound, user: &str) -> Result<Admission, IssueError> {
     let mut redis = state.redis.clone();
     let token: u64 = rand::rng().random();
     let deadline = Instant::now() + state.lock_wait;
@@ -151,40 +141,37 @@ async fn redis_lock(
     let unlock = redis::Script::new(
         "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
     );
-    let released: redis::RedisResult<i64> = unlock
-        .key(&live.keys.lock)
-        .arg(token)
-        .invoke_async(&mut redis)
-        .await;
+    let released: redis::RedisResult<i64> = unlock.key(&live.keys.lock).arg(token).invoke_async(&mut redis).await;
     if let Err(error) = released {
         tracing::warn!(%error, round = %live.label, "releasing the lock failed; it expires by itself");
     }
     result
 }
 
+/// What a counter gate decided.
+enum Gated {
+    /// Every place is taken by coupons issued or in flight: fail fast.
+    Full,
+    /// MySQL decided.
+    Decided(Admission),
+}
+
 /// `redis-counter`: `INCR` counts admissions granted or in flight; past the stock the
 /// request fails fast without touching MySQL. A request that does not end in a coupon
 /// gives its place back, so the round still sells exactly its stock.
-async fn counter_gate(
-    state: &AppState,
-    live: &LiveRound,
-    user: &str,
-) -> Result<Admission, IssueError> {
+async fn counter_gate(state: &AppState, live: &LiveRound, user: &str) -> Result<Gated, IssueError> {
     let mut redis = state.redis.clone();
     let stock = live.stock.load(std::sync::atomic::Ordering::Relaxed);
-    let place: u32 = redis
-        .incr(&live.keys.admitted, 1)
-        .await
-        .map_err(IssueError::Gate)?;
+    let place: u32 = redis.incr(&live.keys.admitted, 1).await.map_err(IssueError::Gate)?;
     if place > stock {
         give_back_place(state, live).await;
-        return Ok(Admission::SoldOut);
+        return Ok(Gated::Full);
     }
     let result = with_retry(|| db::issue_sync(&state.db, &live.round, user, RowLock::None)).await;
     if !matches!(result, Ok(Admission::Issued { .. })) {
         give_back_place(state, live).await;
     }
-    result
+    result.map(Gated::Decided)
 }
 
 async fn give_back_place(state: &AppState, live: &LiveRound) {
@@ -198,26 +185,16 @@ async fn give_back_place(state: &AppState, live: &LiveRound) {
 
 /// `redis-counter-set`: `SADD` turns repeat requests away before the counter (seed 004,
 /// phase 4); the counter gate and MySQL do the rest.
-async fn counter_set_gate(
-    state: &AppState,
-    live: &LiveRound,
-    user: &str,
-) -> Result<Admission, IssueError> {
+async fn counter_set_gate(state: &AppState, live: &LiveRound, user: &str) -> Result<Gated, IssueError> {
     let mut redis = state.redis.clone();
-    let first: bool = redis
-        .sadd(&live.keys.users, user)
-        .await
-        .map_err(IssueError::Gate)?;
+    let first: bool = redis.sadd(&live.keys.users, user).await.map_err(IssueError::Gate)?;
     if !first {
         // A repeat: MySQL knows its seq (or, if the first request is still in flight or
         // failed, handles it as a fresh request; it is correct on its own).
-        return with_retry(|| db::issue_sync(&state.db, &live.round, user, RowLock::None)).await;
+        return with_retry(|| db::issue_sync(&state.db, &live.round, user, RowLock::None)).await.map(Gated::Decided);
     }
     let result = counter_gate(state, live, user).await;
-    if !matches!(
-        result,
-        Ok(Admission::Issued { .. } | Admission::AlreadyIssued { .. })
-    ) {
+    if !matches!(result, Ok(Gated::Decided(Admission::Issued { .. } | Admission::AlreadyIssued { .. }))) {
         let removed: redis::RedisResult<i64> = redis.srem(&live.keys.users, user).await;
         if let Err(error) = removed {
             tracing::warn!(%error, round = %live.label, user, "removing a user from the gate set failed");

@@ -5,7 +5,11 @@ use std::net::SocketAddr;
 use clap::Parser;
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "couponrush-operator", version, about = "Runs CouponEvents: pre-warms Redis, creates the Kafka topic, sizes and scales the issuer and consumer, reports status, tears down after sell-out.")]
+#[command(
+    name = "couponrush-operator",
+    version,
+    about = "Runs CouponEvents: pre-warms Redis, creates the Kafka topic, sizes and scales the issuer and consumer, reports status, tears down after sell-out."
+)]
 pub struct Config {
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "LISTEN", default_value = "127.0.0.1:9443")]

@@ -11,7 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 
-pub async fn run(_config: Config, listener: tokio::net::TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    _config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let ops = Ops::new(Registry::default());
     ops.set_ready(true);
     ops::serve(listener, ops.router(), shutdown).await?;
