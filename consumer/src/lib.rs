@@ -57,7 +57,11 @@ pub async fn run(config: Config, listener: tokio::net::TcpListener, shutdown: Ca
         redis,
         db: pool,
         metrics,
-        batch_max: config.batch_max,
+        // Under a rate limit, small batches keep the writes smooth instead of bursting.
+        batch_max: match config.max_rows_per_second {
+            0 => config.batch_max,
+            rate => config.batch_max.min((rate as usize / 10).max(1)),
+        },
         batch_wait: config.batch_wait,
         rate: RateLimit::new(config.max_rows_per_second),
     };

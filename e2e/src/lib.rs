@@ -190,8 +190,9 @@ impl Scope {
         Ok(service)
     }
 
-    /// Starts the `couponrush-consumer` binary as a child process (for kill -9 tests).
-    pub fn spawn_consumer_process(&self) -> anyhow::Result<tokio::process::Child> {
+    /// Starts the `couponrush-consumer` binary as a child process (for kill -9 tests),
+    /// writing at most `max_rows_per_second` (0: no limit).
+    pub fn spawn_consumer_process(&self, max_rows_per_second: u32) -> anyhow::Result<tokio::process::Child> {
         let config = self.consumer_config();
         let child = tokio::process::Command::new(binary("couponrush-consumer")?)
             .env("KAFKA_BROKERS", &config.kafka_brokers)
@@ -200,6 +201,7 @@ impl Scope {
             .env("REDIS_URL", &config.redis_url)
             .env("DATABASE_URL", &config.database_url)
             .env("LISTEN", "127.0.0.1:0")
+            .env("MAX_ROWS_PER_SECOND", max_rows_per_second.to_string())
             .kill_on_drop(true)
             .spawn()?;
         Ok(child)

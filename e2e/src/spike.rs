@@ -176,12 +176,27 @@ pub fn check_sold_out(
     already: &[(String, u32)],
     rows: &[(String, u32)],
 ) -> anyhow::Result<()> {
+    check_winners(stock, stock, winners, already, rows)
+}
+
+/// [`check_sold_out`] for a round where `max_seq - stock` admissions were rolled back:
+/// a rolled-back seq is never handed out again, so seqs are distinct and at most
+/// `max_seq` rather than exactly 1..=stock.
+pub fn check_winners(
+    stock: u32,
+    max_seq: u32,
+    winners: &[(String, u32)],
+    already: &[(String, u32)],
+    rows: &[(String, u32)],
+) -> anyhow::Result<()> {
     ensure!(winners.len() == stock as usize, "{} ISSUED answers for stock {stock}", winners.len());
     let users: HashSet<&str> = winners.iter().map(|(u, _)| u.as_str()).collect();
     ensure!(users.len() == winners.len(), "a user was issued twice");
     let mut seqs: Vec<u32> = winners.iter().map(|(_, s)| *s).collect();
     seqs.sort_unstable();
-    ensure!(seqs == (1..=stock).collect::<Vec<_>>(), "seqs are not exactly 1..={stock}");
+    seqs.dedup();
+    ensure!(seqs.len() == winners.len(), "a seq was handed out twice");
+    ensure!(seqs.first() >= Some(&1) && seqs.last() <= Some(&max_seq), "seqs outside 1..={max_seq}");
     let by_user: HashMap<&str, u32> = winners.iter().map(|(u, s)| (u.as_str(), *s)).collect();
     for (user, seq) in already {
         ensure!(by_user.get(user.as_str()) == Some(seq), "ALREADY_ISSUED for {user} with seq {seq} that is not theirs");

@@ -1,0 +1,130 @@
+//! kafka-async under faults, against the real servers: the consumer killed with
+//! SIGKILL mid-spike, and the Kafka broker stopped while users are being admitted.
+//! Guarantee 3 (every 201 becomes exactly one row) and 6 (an outage gets 503 and
+//! changes nothing) must hold through both.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use couponrush_core::db;
+use couponrush_core::event::Strategy;
+use couponrush_core::keys::RoundKeys;
+use couponrush_core::prewarm::round_meta;
+use couponrush_e2e::spike::{Spike, check_sold_out, check_winners, rows};
+use couponrush_e2e::{Scope, wait_until};
+use redis::AsyncCommands;
+
+fn backends_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("backends.sh")
+}
+
+async fn backends(args: &[&str]) -> anyhow::Result<()> {
+    let status = tokio::process::Command::new("bash").arg(backends_script()).args(args).status().await?;
+    anyhow::ensure!(status.success(), "e2e/backends.sh {args:?} failed");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_killed_mid_spike_still_persists_each_coupon_once() -> anyhow::Result<()> {
+    let scope = Scope::new("kill-consumer").await?;
+    let round = scope.round("spike")?;
+    scope.prewarm(&round, Strategy::KafkaAsync, 1_000, Duration::from_millis(500)).await?;
+    let issuer = scope.start_issuer().await?;
+    // Rate-limited, so that persisting the 1,000 coupons takes a few seconds and the
+    // kill lands in the middle of it.
+    let mut consumer = scope.spawn_consumer_process(400)?;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    let urls = vec![issuer.issue_url(&round)];
+    let spike =
+        tokio::spawn(async move { Spike { users: 10_000, requests_per_user: 5, concurrency: 128 }.run(&urls).await });
+    let pool = scope.pool().await?;
+    wait_until("some rows persisted", Duration::from_secs(30), || async {
+        Ok(db::count_coupons(&pool, &round).await? >= 200)
+    })
+    .await?;
+    consumer.start_kill()?; // SIGKILL
+    consumer.wait().await?;
+    let persisted_at_kill = db::count_coupons(&pool, &round).await?;
+    assert!(persisted_at_kill < 1_000, "the kill must land before everything is persisted ({persisted_at_kill})");
+    let mut restarted = scope.spawn_consumer_process(0)?;
+
+    let tally = spike.await??;
+    assert_eq!(tally.server_errors(), 0, "{:?}", tally.by_code);
+    scope.wait_for_rows(&round, 1_000, Duration::from_secs(60)).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await; // a late duplicate would show now
+    check_sold_out(1_000, &tally.issued, &tally.already, &rows(&pool, &round).await?)?;
+    restarted.start_kill()?;
+    issuer.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_answers_503_and_admits_nothing() -> anyhow::Result<()> {
+    let scope = Scope::new("kafka-down").await?;
+    let round = scope.round("outage")?;
+    let stock = 1_000;
+    scope.prewarm(&round, Strategy::KafkaAsync, stock, Duration::ZERO).await?;
+    let issuer = scope.start_issuer().await?;
+    let consumer = scope.start_consumer().await?;
+    let urls = vec![issuer.issue_url(&round)];
+
+    // Before the outage: 100 users get coupons.
+    let before = Spike { users: 100, requests_per_user: 1, concurrency: 20 }.run(&urls).await?;
+    assert_eq!(before.count("ISSUED"), 100);
+    scope.wait_for_rows(&round, 100, Duration::from_secs(20)).await?;
+
+    // During the outage: every new admission is rolled back and answered 503.
+    let keys = RoundKeys::new(&round);
+    let mut redis = scope.redis().await?;
+    let winners_before: HashMap<String, u32> = redis.hgetall(&keys.winners).await?;
+    backends(&["stop", "kafka"]).await?;
+    let client = reqwest::Client::new();
+    let probes = futures::future::join_all(
+        (0..20).map(|i| client.post(&urls[0]).bearer_auth(couponrush_e2e::token(&format!("outage-user-{i}"))).send()),
+    )
+    .await;
+    let mut refused = 0;
+    for response in probes {
+        let response = response?;
+        assert_eq!(response.status().as_u16(), 503, "a new user during the outage");
+        assert!(response.headers().contains_key("retry-after"));
+        refused += 1;
+    }
+    // A user who already holds a coupon is answered from Redis, broker or not.
+    let holder = client.post(&urls[0]).bearer_auth(couponrush_e2e::token("user-000000")).send().await?;
+    assert_eq!(holder.status().as_u16(), 200);
+    let winners_during: HashMap<String, u32> = redis.hgetall(&keys.winners).await?;
+    let meta = round_meta(&mut redis, &keys).await?.ok_or_else(|| anyhow::anyhow!("round meta vanished"))?;
+    backends(&["up", "kafka"]).await?;
+    assert_eq!(refused, 20);
+    assert_eq!(winners_during, winners_before, "no half-admitted user is left in Redis");
+    assert_eq!(meta.remaining, stock - 100, "every rolled-back coupon is back in stock");
+
+    // After the outage: the round sells out with exactly `stock` rows.
+    let after = Spike { users: 10_000, requests_per_user: 2, concurrency: 64 };
+    let after_tally = wait_for_broker_then(&after, &urls).await?;
+    assert_eq!(after_tally.server_errors(), 0, "{:?}", after_tally.by_code);
+    scope.wait_for_rows(&round, u64::from(stock), Duration::from_secs(60)).await?;
+    let all_rows = rows(&scope.pool().await?, &round).await?;
+    // Winners: the first 100 (users 0..100, who appear again in `after` as ALREADY_ISSUED)
+    // plus every 201 after the outage.
+    let mut winners = before.issued.clone();
+    winners.extend(after_tally.issued.iter().cloned());
+    // The 20 refused admissions used up seqs that are never handed out again.
+    check_winners(stock, stock + refused, &winners, &after_tally.already, &all_rows)?;
+    consumer.stop().await?;
+    issuer.stop().await
+}
+
+/// The producer needs a moment to find the restarted broker; retry the first request
+/// until it is admitted, then run the spike.
+async fn wait_for_broker_then(spike: &Spike, urls: &[String]) -> anyhow::Result<couponrush_e2e::spike::Tally> {
+    let client = reqwest::Client::new();
+    wait_until("the broker to take coupons again", Duration::from_secs(60), || async {
+        let response = client.post(&urls[0]).bearer_auth(couponrush_e2e::token("user-000000")).send().await?;
+        Ok(response.status().as_u16() != 503)
+    })
+    .await?;
+    spike.run(urls).await
+}
