@@ -93,7 +93,7 @@ impl FromStr for RoundId {
 }
 
 /// How a round admits requests and persists coupons (the five designs of the seeds).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Strategy {
     /// MySQL `SELECT … FOR UPDATE` on the round's stock row; insert in the same transaction.

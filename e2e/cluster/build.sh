@@ -9,7 +9,7 @@
 #   e2e/cluster/build.sh print-bin-dir  the bin dir of the cluster binaries
 #   e2e/cluster/build.sh print-tools-dir
 #   e2e/cluster/build.sh versions       one `name version` line per binary
-#   e2e/cluster/build.sh check          exit 0 iff every binary is already built
+#   e2e/cluster/build.sh check [k8s|tools]  exit 0 iff those binaries are all built
 #   e2e/cluster/build.sh bump           regenerate k8s/go.mod for $K8S_VERSION (then commit it)
 #
 # Where things go (outside the repo, keyed by version):
@@ -189,26 +189,31 @@ bump() { # regenerate k8s/go.mod for $K8S_VERSION (a v1.X.Y tag on the module pr
   log "k8s/go.mod now at $K8S_VERSION (${#mods[@]} staging replaces); commit k8s/go.mod and k8s/go.sum"
 }
 
-TIMES="$(mktemp)"; trap 'rm -f "$TIMES"' EXIT
-cmd="${1:-all}"
-case "$cmd" in
-  all|k8s|tools)
-    command -v go >/dev/null || die "go is not on PATH"
-    T0=$SECONDS
-    log "go $(go env GOVERSION); k8s $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION, helm $HELM_VERSION, k6 $K6_VERSION"
-    [[ "$cmd" == tools ]] || build_k8s
-    [[ "$cmd" == k8s ]] || build_tools
-    log "done in $((SECONDS - T0))s; per binary (the first one also compiles most shared packages):"
-    cat "$TIMES" >&2
-    printf '%-24s %-9s %5ds\n' total "" "$((SECONDS - T0))" >&2
-    report
-    ;;
-  print-bin-dir) echo "$BIN_DIR" ;;
-  print-tools-dir) echo "$TOOLS_DIR" ;;
-  versions) report ;;
-  check)
-    for b in "${K8S_BINS[@]}" "${TOOL_BINS[@]}"; do is_built "$b" || { echo "missing: $b" >&2; exit 1; }; done ;;
-  bump) bump ;;
-  -h|--help|help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' ;;
-  *) die "unknown command: $cmd (see --help)" ;;
-esac
+main() {
+  TIMES="$(mktemp)"; trap 'rm -f "$TIMES"' EXIT
+  local cmd="${1:-all}" b bins
+  case "$cmd" in
+    all|k8s|tools)
+      command -v go >/dev/null || die "go is not on PATH"
+      T0=$SECONDS
+      log "go $(go env GOVERSION); k8s $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION, helm $HELM_VERSION, k6 $K6_VERSION"
+      [[ "$cmd" == tools ]] || build_k8s
+      [[ "$cmd" == k8s ]] || build_tools
+      log "done in $((SECONDS - T0))s; per binary (the first one also compiles most shared packages):"
+      cat "$TIMES" >&2
+      printf '%-24s %-9s %5ds\n' total "" "$((SECONDS - T0))" >&2
+      report
+      ;;
+    print-bin-dir) echo "$BIN_DIR" ;;
+    print-tools-dir) echo "$TOOLS_DIR" ;;
+    versions) report ;;
+    check)
+      case "${2:-all}" in k8s) bins=("${K8S_BINS[@]}") ;; tools) bins=("${TOOL_BINS[@]}") ;; *) bins=("${K8S_BINS[@]}" "${TOOL_BINS[@]}") ;; esac
+      for b in "${bins[@]}"; do is_built "$b" || { echo "missing: $b" >&2; exit 1; }; done ;;
+    bump) bump ;;
+    -h|--help|help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' ;;
+    *) die "unknown command: $cmd (see --help)" ;;
+  esac
+}
+
+main "$@"

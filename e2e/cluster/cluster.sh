@@ -10,7 +10,7 @@
 #   e2e/cluster/cluster.sh kubeconfig  the path of the kubeconfig
 #   e2e/cluster/cluster.sh kubectl ... kubectl (the one built) against this cluster
 #   e2e/cluster/cluster.sh smoke       a Deployment of 2 replicas becomes available; scaled to
-#                                      0 its pods go away (namespace cluster-smoke, removed after)
+#                                      0 its pods go away (namespace cluster-smoke-N, removed after)
 #
 # How: `kwokctl create cluster --runtime=binary` with every binary given as a local path
 # (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok controller, kubectl),
@@ -24,7 +24,7 @@
 #   KUBE_APISERVER_PORT=16443 KUBE_ETCD_PORT=12379 KUBE_ETCD_PEER_PORT=12380
 #   KUBE_KWOK_PORT=12480 (kwok controller metrics/health)
 #   CLUSTER_NAME=couponrush  CLUSTER_NODES=3  CLUSTER_START_TIMEOUT=180 (seconds)
-#   STOP_TIMEOUT=30 (seconds before SIGKILL on down)
+#   STOP_TIMEOUT=30 (seconds before SIGKILL on down)  KWOKCTL_LOG_LEVEL=WARN (or INFO, DEBUG)
 set -euo pipefail
 export LC_ALL=C
 
@@ -53,7 +53,7 @@ log() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 # kwokctl with everything it reads from the environment pinned to our state dir.
-kwokctl() { KWOK_WORKDIR="$KWOK_HOME" KWOK_KUBECTL_BINARY="$KUBECTL" "$KWOKCTL" "$@"; }
+kwokctl() { KWOK_WORKDIR="$KWOK_HOME" KWOK_KUBECTL_BINARY="$KUBECTL" "$KWOKCTL" -v "${KWOKCTL_LOG_LEVEL:-WARN}" "$@"; }
 k() { "$KUBECTL" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 
 ready() { # the apiserver answers /readyz through our kubeconfig
@@ -72,21 +72,22 @@ cluster_pids() {
     for f in "$CLUSTER_DIR"/pids/*.pid; do
       [[ -f "$f" ]] || continue
       p="$(tr -dc 0-9 <"$f")"
-      [[ -n "$p" ]] && kill -0 "$p" 2>/dev/null && echo "$p"
+      if [[ -n "$p" ]] && kill -0 "$p" 2>/dev/null; then echo "$p"; fi
     done
     for f in /proc/[0-9]*/cmdline; do
       p="${f#/proc/}"; p="${p%/cmdline}"
       [[ "$p" == "$$" || "$p" == "$BASHPID" ]] && continue
-      c="$(tr '\0' ' ' <"$f" 2>/dev/null)" || continue
-      [[ "$c" == *"$CLUSTER_DIR/"* ]] && echo "$p"
+      c="$(tr '\0' ' ' 2>/dev/null <"$f")" || continue
+      if [[ "$c" == *"$CLUSTER_DIR/"* ]]; then echo "$p"; fi
     done
   } | sort -un
+  return 0
 }
 
 wait_until() { # wait_until <deadline seconds> <description> <command...>
   local deadline=$((SECONDS + $1)) what="$2"; shift 2
   until "$@"; do
-    ((SECONDS < deadline)) || return 1
+    if ((SECONDS >= deadline)); then log "timed out waiting for $what"; return 1; fi
     sleep 1
   done
 }
@@ -112,6 +113,14 @@ options:
   etcdBinary: $BIN/etcd
   kubectlBinary: $KUBECTL
   cacheDir: $KWOK_HOME/cache
+  # kwok holds a Lease per node; a restarted kwok takes a node over only once the old
+  # holder's lease expired: keep that short (renewed every 10s), but let the node
+  # controller wait long before it calls a node NotReady (a busy 2-core machine).
+  heartbeatFactor: 1
+  nodeLeaseDurationSeconds: 40
+  nodeStatusUpdateFrequencyMilliseconds: 20000
+  kubeControllerManagerNodeMonitorPeriodMilliseconds: 10000
+  kubeControllerManagerNodeMonitorGracePeriodMilliseconds: 200000
 EOF
 }
 
@@ -148,26 +157,35 @@ EOF
   done
 }
 
-nodes_ready() {
-  local n
+nodes_ready() { # NODES nodes are Ready and the running kwok holds their leases
+  local n l
   n="$(k get nodes -l type=kwok -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' 2>/dev/null | grep -c '^True$' || true)"
-  ((n >= NODES))
+  l="$(k get leases -n kube-node-lease -o name 2>/dev/null | grep -c '/kwok-node-' || true)"
+  ((n >= NODES && l >= NODES))
 }
 
 up() {
   local t0=$SECONDS
-  "$HERE/build.sh" check >/dev/null 2>&1 || {
+  "$HERE/build.sh" check k8s >/dev/null 2>&1 || {
     log "binaries missing in $BIN: building them (cold: tens of minutes) ..."
     "$HERE/build.sh" k8s
   }
-  if ready && nodes_ready; then
+  if components_alive && ready && nodes_ready; then
     log "already up: $(k get --raw /version | tr -d '\n ' | grep -o '"gitVersion":"[^"]*"')"
     return 0
   fi
-  if [[ -d "$CLUSTER_DIR" ]] && ! ready; then
-    log "cluster $NAME exists but does not answer: starting it again"
+  if [[ -d "$CLUSTER_DIR" ]] && ! { components_alive && ready; }; then
+    log "cluster $NAME exists but is not (fully) running: restarting it"
+    kwokctl stop cluster --name "$NAME" >&2 || true
+    kill_processes
     kwokctl start cluster --name "$NAME" --timeout "${START_TIMEOUT}s" >&2 || true
-    if ! wait_until 30 readyz ready; then
+    if wait_until 60 readyz ready; then
+      # the leases still name the kwok that died: drop them, the new one takes the nodes.
+      local leases
+      leases="$(k get leases -n kube-node-lease -o name 2>/dev/null | grep '/kwok-node-' || true)"
+      # shellcheck disable=SC2086 # one lease/NAME word each
+      [[ -z "$leases" ]] || k delete -n kube-node-lease $leases --ignore-not-found >/dev/null 2>&1 || true
+    else
       log "could not restart it: recreating"
       down
     fi
@@ -187,29 +205,49 @@ up() {
   fi
   wait_until "$START_TIMEOUT" readyz ready || die "apiserver not ready after ${START_TIMEOUT}s (logs: $CLUSTER_DIR/logs)"
   log "apiserver ready after $((SECONDS - t0))s; creating $NODES kwok nodes"
-  # the default ServiceAccount must exist before Deployments in `default` can have pods.
   nodes_yaml | k apply -f - >/dev/null
   wait_until "$START_TIMEOUT" nodes nodes_ready || die "kwok nodes not Ready after ${START_TIMEOUT}s (logs: $CLUSTER_DIR/logs)"
+  # pods of a namespace can only be created once its default ServiceAccount exists.
   wait_until "$START_TIMEOUT" "default serviceaccount" k get serviceaccount default -n default >/dev/null 2>&1 \
     || die "no default ServiceAccount after ${START_TIMEOUT}s (kube-controller-manager?)"
   log "up in $((SECONDS - t0))s: $NODES nodes Ready; KUBECONFIG=$KUBECONFIG_PATH"
 }
 
-down() {
+components_alive() { # every component kwokctl started is still running
+  local f p n=0
+  for f in "$CLUSTER_DIR"/pids/*.pid; do
+    [[ -f "$f" ]] || continue
+    p="$(tr -dc 0-9 <"$f")"
+    [[ -n "$p" ]] && kill -0 "$p" 2>/dev/null || return 1
+    n=$((n + 1))
+  done
+  ((n > 0))
+}
+
+kill_processes() { # <extra pids...>: SIGTERM the cluster's processes, wait, then SIGKILL
   local pids p deadline
+  pids="$* $(cluster_pids | tr '\n' ' ')"
+  for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
+  deadline=$((SECONDS + STOP_TIMEOUT))
+  for p in $pids; do
+    while kill -0 "$p" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+    if kill -0 "$p" 2>/dev/null; then
+      log "pid $p still alive after ${STOP_TIMEOUT}s: SIGKILL"
+      kill -KILL "$p" 2>/dev/null || true
+    fi
+  done
+}
+
+down() {
+  local pids
   pids="$(cluster_pids | tr '\n' ' ')"
   if [[ -d "$CLUSTER_DIR" && -x "$KWOKCTL" ]]; then
     log "deleting cluster $NAME"
     kwokctl delete cluster --name "$NAME" --kubeconfig "$KUBECONFIG_PATH" >&2 || log "kwokctl delete failed; killing its processes"
   fi
-  # whatever is left (kwokctl killed what it recorded; this catches strays), by PID.
-  pids="$pids $(cluster_pids | tr '\n' ' ')"
-  for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
-  deadline=$((SECONDS + STOP_TIMEOUT))
-  for p in $pids; do
-    while kill -0 "$p" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
-    kill -0 "$p" 2>/dev/null && { log "pid $p still alive after ${STOP_TIMEOUT}s: SIGKILL"; kill -KILL "$p" 2>/dev/null || true; }
-  done
+  # whatever is left (kwokctl signalled what it recorded; this waits and catches strays).
+  # shellcheck disable=SC2086 # a list of PIDs
+  kill_processes $pids
   rm -rf "$STATE"
   [[ -z "$(cluster_pids)" ]] || die "processes of the cluster still running: $(cluster_pids | tr '\n' ' ')"
   log "down"
@@ -231,7 +269,7 @@ status() {
 }
 
 smoke() {
-  local ns=cluster-smoke t0=$SECONDS
+  local ns="cluster-smoke-$RANDOM" t0=$SECONDS
   ready || die "cluster is not up"
   k create namespace "$ns" --dry-run=client -o yaml | k apply -f - >/dev/null
   wait_until 60 "serviceaccount" k get serviceaccount default -n "$ns" >/dev/null 2>&1 || die "no default ServiceAccount in $ns"
@@ -262,19 +300,23 @@ EOF
   log "smoke ok in $((SECONDS - t0))s: 2/2 available, scaled to 0, pods gone"
 }
 
-cmd="${1:-}"; shift || true
-case "$cmd" in
-  up) up ;;
-  down|stop) down ;;
-  status) status ;;
-  env)
-    echo "export KUBECONFIG=$KUBECONFIG_PATH"
-    echo "export COUPONRUSH_K8S_BIN_DIR=$BIN"
-    echo "export COUPONRUSH_TOOLS_BIN_DIR=$TOOLS"
-    ;;
-  kubeconfig) echo "$KUBECONFIG_PATH" ;;
-  kubectl) k "$@" ;;
-  smoke) smoke ;;
-  -h|--help|help|"") sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' ;;
-  *) die "unknown command: $cmd (see --help)" ;;
-esac
+main() {
+  local cmd="${1:-}"; shift || true
+  case "$cmd" in
+    up) up ;;
+    down|stop) down ;;
+    status) status ;;
+    env)
+      echo "export KUBECONFIG=$KUBECONFIG_PATH"
+      echo "export COUPONRUSH_K8S_BIN_DIR=$BIN"
+      echo "export COUPONRUSH_TOOLS_BIN_DIR=$TOOLS"
+      ;;
+    kubeconfig) echo "$KUBECONFIG_PATH" ;;
+    kubectl) k "$@" ;;
+    smoke) smoke ;;
+    -h|--help|help|"") sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' ;;
+    *) die "unknown command: $cmd (see --help)" ;;
+  esac
+}
+
+main "$@"

@@ -25,6 +25,9 @@ struct Answer {
     seq: Option<u32>,
 }
 
+/// An HTTP status code and the body that came with it.
+type Reply = (u16, Answer);
+
 /// Every answer of a spike.
 #[derive(Debug, Default)]
 pub struct Tally {
@@ -40,11 +43,24 @@ pub struct Tally {
     pub queued: HashSet<String>,
     pub transport_errors: u64,
     pub elapsed: Duration,
+    /// Latency of every answered request, sorted.
+    pub latencies: Vec<Duration>,
+    /// When the first SOLD_OUT answer arrived.
+    pub first_sold_out: Option<Instant>,
 }
 
 impl Tally {
     pub fn count(&self, status: &str) -> u64 {
         self.by_status.get(status).copied().unwrap_or(0)
+    }
+
+    /// The `q` quantile (0..=1) of the answered requests' latency.
+    pub fn latency(&self, q: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let index = ((self.latencies.len() - 1) as f64 * q).round() as usize;
+        self.latencies[index.min(self.latencies.len() - 1)]
     }
 
     pub fn server_errors(&self) -> u64 {
@@ -68,29 +84,35 @@ impl Spike {
             .timeout(Duration::from_secs(30))
             .build()?;
         let started = Instant::now();
-        let answers: Vec<(usize, Result<(u16, Answer), reqwest::Error>)> =
+        let answers: Vec<(usize, Instant, Result<(Instant, Reply), reqwest::Error>)> =
             futures::stream::iter(order.into_iter().enumerate())
                 .map(|(n, user)| {
                     let client = &client;
                     let url = &issue_urls[n % issue_urls.len()];
                     let token = &tokens[user];
                     async move {
+                        let sent = Instant::now();
                         let answer = async {
                             let response = client.post(url).bearer_auth(token).send().await?;
                             let code = response.status().as_u16();
-                            Ok((code, response.json::<Answer>().await?))
+                            let answer = response.json::<Answer>().await?;
+                            Ok((Instant::now(), (code, answer)))
                         }
                         .await;
-                        (user, answer)
+                        (user, sent, answer)
                     }
                 })
                 .buffer_unordered(self.concurrency)
                 .collect()
                 .await;
         let mut tally = Tally { elapsed: started.elapsed(), ..Tally::default() };
-        for (user, answer) in answers {
+        for (user, sent, answer) in answers {
             match answer {
-                Ok((code, answer)) => {
+                Ok((received, (code, answer))) => {
+                    tally.latencies.push(received - sent);
+                    if answer.status == "SOLD_OUT" && tally.first_sold_out.is_none_or(|first| received < first) {
+                        tally.first_sold_out = Some(received);
+                    }
                     *tally.by_code.entry(code).or_default() += 1;
                     match (answer.status.as_str(), answer.seq) {
                         ("ISSUED", Some(seq)) => tally.issued.push((user_name(user), seq)),
@@ -108,6 +130,7 @@ impl Spike {
                 }
             }
         }
+        tally.latencies.sort_unstable();
         Ok(tally)
     }
 }

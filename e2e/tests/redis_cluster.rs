@@ -20,7 +20,8 @@ async fn kafka_async_spike_on_a_redis_cluster() -> anyhow::Result<()> {
     let issuer = scope.start_issuer().await?;
     let consumer = scope.start_consumer().await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let tally = Spike { users: 10_000, requests_per_user: 5, concurrency: 128 }.run(&[issuer.issue_url(&round)]).await?;
+    let tally =
+        Spike { users: 10_000, requests_per_user: 5, concurrency: 128 }.run(&[issuer.issue_url(&round)]).await?;
     println!("kafka-async on Redis Cluster: 50000 requests in {:?}: {:?}", tally.elapsed, tally.by_status);
     assert_eq!(tally.server_errors(), 0, "{:?}", tally.by_code);
     scope.wait_for_rows(&round, 1_000, Duration::from_secs(30)).await?;

@@ -2,8 +2,9 @@
 // plane binaries (kube-apiserver, kube-controller-manager, kube-scheduler,
 // kubectl) from the Go module proxy. k8s.io/kubernetes requires its staging
 // modules at v0.0.0 and replaces them with ./staging/...; a consumer must
-// replace each of them with its published v0.X tag. To change the version:
-// edit K8S_VERSION in build.sh and run `build.sh bump` (rewrites this file).
+// replace each of them with its published v0.X tag (k8s.io/sample-* are not
+// needed). To change the version: `K8S_VERSION=v1.X.Y ../build.sh bump`
+// (rewrites this file and go.sum), then commit both.
 module couponrush.local/e2e/cluster/k8s
 
 go 1.24.0

@@ -1,0 +1,105 @@
+//! `couponrush-spike`: fires the seed spike at a running issuer and prints a report a
+//! person can read in five seconds. The demo runs it; it also works against any issuer
+//! that accepts the e2e HS256 secret.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use couponrush_core::db;
+use couponrush_core::event::EventId;
+use couponrush_e2e::spike::{Spike, rows};
+
+struct Args {
+    issuer: String,
+    database_url: String,
+    event: EventId,
+    stock: u32,
+    users: usize,
+    requests: usize,
+    concurrency: usize,
+    opens_at_ms: i64,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = std::env::args().skip(1);
+    let mut get = std::collections::HashMap::new();
+    while let Some(flag) = args.next() {
+        let value = args.next().with_context(|| format!("{flag} needs a value"))?;
+        get.insert(flag.trim_start_matches("--").to_owned(), value);
+    }
+    let take = |name: &str| get.get(name).cloned().with_context(|| format!("--{name} is required"));
+    let (namespace, name) = take("event")?
+        .split_once('/')
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .context("--event is namespace/name")?;
+    Ok(Args {
+        issuer: take("issuer")?,
+        database_url: take("database-url")?,
+        event: EventId::new(&namespace, &name)?,
+        stock: take("stock")?.parse()?,
+        users: get.get("users").map_or(Ok(10_000), |v| v.parse())?,
+        requests: get.get("requests").map_or(Ok(100_000), |v| v.parse())?,
+        concurrency: get.get("concurrency").map_or(Ok(256), |v| v.parse())?,
+        opens_at_ms: take("opens-at-ms")?.parse()?,
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let round = args.event.round(1);
+    let url = format!("{}/api/v1/events/{}/{}/issue", args.issuer, args.event.namespace, args.event.name);
+    let wait_ms = args.opens_at_ms - couponrush_core::wall_clock_ms();
+    if wait_ms > 0 {
+        println!("waiting {:.1} s for 10:00 ...", wait_ms as f64 / 1000.0);
+        tokio::time::sleep(Duration::from_millis(u64::try_from(wait_ms)?)).await;
+    }
+    let spike =
+        Spike { users: args.users, requests_per_user: args.requests / args.users, concurrency: args.concurrency };
+    let tally = spike.run(&[url]).await?;
+
+    let pool = db::connect(&args.database_url, 2).await?;
+    let expected = u64::from(args.stock).min(args.users as u64);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while db::count_coupons(&pool, &round).await? < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let all_persisted = Instant::now();
+    let rows = rows(&pool, &round).await?;
+    let distinct: std::collections::HashSet<&str> = rows.iter().map(|(user, _)| user.as_str()).collect();
+    let sent = spike.users * spike.requests_per_user;
+    let errors = tally.server_errors() + tally.transport_errors;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!();
+    println!("couponrush demo: {} users, {sent} requests, stock {}", args.users, args.stock);
+    println!(
+        "  requests    {sent} in {:.2} s = {:.0} req/s ({} in flight)",
+        tally.elapsed.as_secs_f64(),
+        sent as f64 / tally.elapsed.as_secs_f64(),
+        args.concurrency
+    );
+    println!(
+        "  latency     p50 {:.1} ms   p99 {:.1} ms   max {:.1} ms",
+        ms(tally.latency(0.5)),
+        ms(tally.latency(0.99)),
+        ms(tally.latency(1.0))
+    );
+    println!("  answers     {:?}, errors {errors}", tally.by_status);
+    println!("  issued      {} (201 answers)   persisted {} (MySQL rows)", tally.issued.len(), rows.len());
+    println!(
+        "  duplicates  {}   oversold {}",
+        rows.len() - distinct.len(),
+        rows.len().saturating_sub(args.stock as usize)
+    );
+    match tally.first_sold_out {
+        Some(sold_out) => {
+            println!("  sold out -> all persisted in {:.0} ms", ms(all_persisted.saturating_duration_since(sold_out)))
+        }
+        None => println!("  never sold out"),
+    }
+    anyhow::ensure!(
+        rows.len() as u64 == expected && distinct.len() == rows.len() && errors == 0,
+        "the guarantees did not hold"
+    );
+    Ok(())
+}
