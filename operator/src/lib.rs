@@ -1,24 +1,92 @@
 //! couponrush-operator: reconciles CouponEvent resources.
 //!
-//! This first cut only starts up, serves the ops endpoints and stops on SIGTERM; the
-//! reconcile loop comes with the CouponEvent CRD.
+//! [`controller`] runs the loop; its pure parts are [`plan`] (which round, when),
+//! [`phase`] (which phase, when to look again), [`sizing`] (replicas and resources) and
+//! [`resources`] (the workloads' manifests), all unit-tested without a cluster. Only
+//! the replica holding the [`leader`] Lease reconciles.
 
+pub mod backends;
 pub mod config;
+pub mod controller;
+pub mod error;
+pub mod leader;
+pub mod metrics;
+pub mod phase;
+pub mod plan;
+pub mod resources;
+pub mod sizing;
 
+use std::sync::Arc;
+
+use anyhow::Context as _;
 use couponrush_core::ops::{self, Ops};
+use couponrush_crds::CouponEvent;
+use kube::Api;
+use kube::api::ListParams;
 use prometheus_client::registry::Registry;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::controller::Context;
+use crate::leader::Election;
+use crate::metrics::Metrics;
 
-pub async fn run(
-    _config: Config,
-    listener: tokio::net::TcpListener,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let ops = Ops::new(Registry::default());
+/// Runs until `shutdown`: serves the ops endpoints, takes part in leader election, and
+/// reconciles while it leads. Losing the Lease ends the run (the pod restarts and
+/// rejoins), so two replicas never reconcile at once.
+pub async fn run(config: Config, listener: tokio::net::TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let ops = Ops::new(registry);
+    let ops_server = tokio::spawn(ops::serve(listener, ops.router(), shutdown.clone()));
+
+    let client = kube::Client::try_default().await.context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+    Api::<CouponEvent>::all(client.clone())
+        .list(&ListParams::default().limit(1))
+        .await
+        .context("the CouponEvent CRD is not installed (kubectl apply -f crds/couponevent.yaml)")?;
     ops.set_ready(true);
-    ops::serve(listener, ops.router(), shutdown).await?;
+
+    let (leading_tx, mut leading) = watch::channel(false);
+    let election = Election {
+        api: Api::namespaced(client.clone(), &config.leader_election_namespace),
+        name: config.leader_election_lease.clone(),
+        identity: config.identity.clone(),
+        duration: config.lease_duration,
+    };
+    let election_stop = CancellationToken::new();
+    let election_task = tokio::spawn(election.run(leading_tx, election_stop.clone()));
+
+    let result = async {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            led = leading.wait_for(|leads| *leads) => { led.context("leader election stopped")?; }
+        }
+        tracing::info!(identity = %config.identity, "leading: reconciling CouponEvents");
+        metrics.leader.set(1);
+        let context = Arc::new(Context::new(client.clone(), config.clone(), metrics.clone()));
+        let stop = shutdown.child_token();
+        let controller = tokio::spawn(controller::run(context, stop.clone()));
+        let lost = tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = leading.wait_for(|leads| !*leads) => true,
+        };
+        stop.cancel();
+        let _ = controller.await;
+        metrics.leader.set(0);
+        if lost {
+            anyhow::bail!("lost the leader Lease; stopping so that only one replica reconciles");
+        }
+        Ok(())
+    }
+    .await;
+
+    election_stop.cancel();
+    let _ = election_task.await;
+    ops.set_ready(false);
+    shutdown.cancel();
+    let _ = ops_server.await;
     tracing::info!("operator stopped");
-    Ok(())
+    result
 }

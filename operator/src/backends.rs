@@ -1,0 +1,98 @@
+//! Where an event's Redis, Kafka and MySQL are (its Secret, read as the same
+//! environment variables the workloads get), and one set of connections per distinct
+//! set of addresses, shared by every event that uses it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use couponrush_core::kafka::Publisher;
+use couponrush_core::redis_conn::{RedisConn, RedisTarget};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use sqlx::MySqlPool;
+use tokio::sync::Mutex;
+
+use crate::error::Error;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Endpoints {
+    pub redis_url: String,
+    pub redis_cluster: bool,
+    pub database_url: String,
+    pub kafka_brokers: String,
+}
+
+pub struct Clients {
+    pub redis: RedisConn,
+    pub db: MySqlPool,
+    pub kafka_brokers: String,
+    migrated: std::sync::atomic::AtomicBool,
+}
+
+impl Clients {
+    pub async fn migrate_once(&self) -> Result<(), Error> {
+        if !self.migrated.load(std::sync::atomic::Ordering::Relaxed) {
+            couponrush_core::db::migrate(&self.db).await.map_err(Error::Migrate)?;
+            self.migrated.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    pub fn publisher(&self, topic: &str) -> Result<Publisher, Error> {
+        Publisher::new(&self.kafka_brokers, topic, Duration::from_secs(10)).map_err(Error::CreateTopic)
+    }
+}
+
+/// Reads the backends' addresses from `secret` in `namespace`.
+pub async fn endpoints(client: &kube::Client, namespace: &str, secret: &str) -> Result<Endpoints, Error> {
+    let found = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get(secret)
+        .await
+        .map_err(|source| Error::ReadBackendsSecret { name: secret.to_owned(), source })?;
+    let data = found.data.unwrap_or_default();
+    let string_data = found.string_data.unwrap_or_default();
+    let value = |key: &'static str| {
+        data.get(key)
+            .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok())
+            .or_else(|| string_data.get(key).cloned())
+            .ok_or(Error::BackendsSecretKey { name: secret.to_owned(), key })
+    };
+    Ok(Endpoints {
+        redis_url: value("REDIS_URL")?,
+        redis_cluster: value("REDIS_CLUSTER").is_ok_and(|v| v == "true"),
+        database_url: value("DATABASE_URL")?,
+        kafka_brokers: value("KAFKA_BROKERS")?,
+    })
+}
+
+/// Connections by addresses; connecting happens once per distinct set.
+#[derive(Default)]
+pub struct ClientCache {
+    clients: Mutex<HashMap<Endpoints, Arc<Clients>>>,
+}
+
+impl ClientCache {
+    pub async fn get(&self, endpoints: &Endpoints) -> Result<Arc<Clients>, Error> {
+        let mut clients = self.clients.lock().await;
+        if let Some(found) = clients.get(endpoints) {
+            return Ok(found.clone());
+        }
+        let redis = tokio::time::timeout(
+            Duration::from_secs(5),
+            RedisTarget::new(&endpoints.redis_url, endpoints.redis_cluster).connect(),
+        )
+        .await
+        .map_err(|_| Error::ConnectRedis(redis::RedisError::from((redis::ErrorKind::Io, "connect timed out"))))?
+        .map_err(Error::ConnectRedis)?;
+        let db = couponrush_core::db::connect(&endpoints.database_url, 4).await.map_err(Error::ConnectDatabase)?;
+        let made = Arc::new(Clients {
+            redis,
+            db,
+            kafka_brokers: endpoints.kafka_brokers.clone(),
+            migrated: std::sync::atomic::AtomicBool::new(false),
+        });
+        clients.insert(endpoints.clone(), made.clone());
+        Ok(made)
+    }
+}

@@ -1,0 +1,79 @@
+//! Why a reconcile failed. Every variant is retried with backoff by the error policy and
+//! reported in the event's status; `metric_label` names it in the error metric.
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading the backends Secret {name} failed")]
+    ReadBackendsSecret {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("the backends Secret {name} lacks {key}")]
+    BackendsSecretKey { name: String, key: &'static str },
+    #[error("connecting to Redis failed")]
+    ConnectRedis(#[source] redis::RedisError),
+    #[error("connecting to MySQL failed")]
+    ConnectDatabase(#[source] sqlx::Error),
+    #[error("migrating the MySQL schema failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("creating the Kafka topic failed")]
+    CreateTopic(#[source] rdkafka::error::KafkaError),
+    #[error("reading the round's counts failed")]
+    ObserveRedis(#[source] redis::RedisError),
+    #[error("reading the round's rows failed")]
+    ObserveDatabase(#[source] sqlx::Error),
+    #[error("pre-warming the round failed")]
+    Prewarm(#[source] couponrush_core::prewarm::PrewarmError),
+    #[error("re-publishing missing coupons failed")]
+    ReconcileCoupons(#[source] couponrush_core::reconcile::ReconcileError),
+    #[error("applying {kind} {name} failed")]
+    ApplyWorkload {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("deleting {kind} {name} failed")]
+    DeleteWorkload {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("writing the status failed")]
+    PatchStatus(#[source] kube::Error),
+    #[error("the finalizer failed")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("the event has no namespace")]
+    NoNamespace,
+}
+
+impl Error {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::ReadBackendsSecret { .. } | Error::BackendsSecretKey { .. } => "backends_secret",
+            Error::ConnectRedis(_) | Error::ObserveRedis(_) => "redis",
+            Error::ConnectDatabase(_) | Error::ObserveDatabase(_) | Error::Migrate(_) => "mysql",
+            Error::CreateTopic(_) => "kafka",
+            Error::Prewarm(_) => "prewarm",
+            Error::ReconcileCoupons(_) => "reconcile_coupons",
+            Error::ApplyWorkload { .. } | Error::DeleteWorkload { .. } => "workloads",
+            Error::PatchStatus(_) => "status",
+            Error::Finalizer(_) => "finalizer",
+            Error::NoNamespace => "spec",
+        }
+    }
+}
+
+/// The error with its causes, for status messages and logs.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
