@@ -28,11 +28,17 @@ started_backends=()
 for component in redis mysql kafka redis-cluster; do
   e2e/backends.sh status "$component" >/dev/null 2>&1 || started_backends+=("$component")
 done
+started_cluster=""
+e2e/cluster/cluster.sh status >/dev/null 2>&1 || started_cluster=yes
 cleanup() {
   local code=$?
   if [ ${#started_backends[@]} -gt 0 ]; then
     echo "==> stopping what this run started: ${started_backends[*]}"
     e2e/backends.sh down "${started_backends[@]}" || true
+  fi
+  if [ -n "$started_cluster" ]; then
+    echo "==> stopping the local cluster"
+    e2e/cluster/cluster.sh down || true
   fi
   echo
   echo "== step timings"
@@ -43,13 +49,20 @@ trap cleanup EXIT
 
 step "toolchain: rustfmt, clippy" rustup component add rustfmt clippy
 step "backends: Redis, MariaDB, Kafka, Redis Cluster" e2e/backends.sh up redis mysql kafka redis-cluster
+# Kubernetes from Go modules, cached by version outside the repo (cold: ~15 min).
+step "control plane: build (cached)" e2e/cluster/build.sh
+step "control plane: start (kwok nodes)" e2e/cluster/cluster.sh up
+eval "$(e2e/cluster/cluster.sh env)"
 step "format: cargo fmt --check" cargo fmt --all --check
 step "lint: cargo clippy -D warnings" cargo clippy --workspace --all-targets -- -D warnings
 step "build: workspace and tests" cargo build --workspace --all-targets
 step "tier 1: unit tests (no I/O)" cargo test --workspace --lib --bins
 # One test at a time: the spike tests measure nothing, but they share two cores and
 # the fault tests stop and start the Kafka broker.
-step "tier 2: real Redis, Kafka, MariaDB" cargo test -p couponrush-e2e --tests -- --test-threads=1
+backend_tests=(--test backends --test api_contract --test spike --test faults --test redis_cluster)
+step "tier 2: real Redis, Kafka, MariaDB" cargo test -p couponrush-e2e "${backend_tests[@]}" -- --test-threads=1
+step "tier 3: operator on a real control plane" cargo test -p couponrush-e2e --test operator -- --test-threads=1
+step "tier 3: Helm chart (lint, server dry-run)" charts/couponrush/test.sh
 
 echo
-echo "== tiers run: unit, backends (real Redis, Redis Cluster, Kafka, MariaDB)"
+echo "== tiers run: unit; backends (real Redis, Redis Cluster, Kafka, MariaDB); cluster (kube-apiserver, etcd, kwok)"

@@ -257,6 +257,16 @@ mod tests {
     }
 
     #[test]
+    fn the_charts_crd_is_the_generated_one() -> anyhow::Result<()> {
+        let chart = include_str!("../../charts/couponrush/crds/couponevent.yaml");
+        assert!(
+            chart == crd_yaml()?,
+            "charts/couponrush/crds/couponevent.yaml is stale: cp crds/couponevent.yaml charts/couponrush/crds/"
+        );
+        Ok(())
+    }
+
+    #[test]
     fn a_minimal_event_gets_the_documented_defaults() -> anyhow::Result<()> {
         let spec: CouponEventSpec = serde_json::from_value(serde_json::json!({
             "coupon": {"name": "10,000 KRW off", "amount": 10000, "currency": "KRW"},

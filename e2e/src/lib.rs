@@ -146,10 +146,15 @@ impl Scope {
     /// Starts an issuer in this process on a free port.
     pub async fn start_issuer(&self) -> anyhow::Result<Issuer> {
         let config = ServeConfig { jwt_hs256_secret: Some(JWT_SECRET.to_owned()), ..ServeConfig::default() };
+        self.start_issuer_with(self.backends(), config).await
+    }
+
+    /// Starts an issuer in this process with the given configuration.
+    pub async fn start_issuer_with(&self, backends: Backends, config: ServeConfig) -> anyhow::Result<Issuer> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(couponrush_issuer::run(self.backends(), config, listener, shutdown.clone()));
+        let task = tokio::spawn(couponrush_issuer::run(backends, config, listener, shutdown.clone()));
         let issuer = Issuer { addr, shutdown, task: Some(task) };
         wait_until("issuer ready", Duration::from_secs(20), || async {
             Ok(reqwest::get(format!("{}/readyz", issuer.base_url())).await.is_ok_and(|r| r.status().is_success()))

@@ -27,6 +27,8 @@ struct Answer {
 
 /// An HTTP status code and the body that came with it.
 type Reply = (u16, Answer);
+/// When an answer arrived, and the answer.
+type Received = (Instant, Reply);
 
 /// Every answer of a spike.
 #[derive(Debug, Default)]
@@ -84,7 +86,7 @@ impl Spike {
             .timeout(Duration::from_secs(30))
             .build()?;
         let started = Instant::now();
-        let answers: Vec<(usize, Instant, Result<(Instant, Reply), reqwest::Error>)> =
+        let answers: Vec<(usize, Instant, Result<Received, reqwest::Error>)> =
             futures::stream::iter(order.into_iter().enumerate())
                 .map(|(n, user)| {
                     let client = &client;

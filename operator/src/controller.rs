@@ -350,10 +350,11 @@ fn next_status(
     };
     let phase = decision.phase;
     stamp(&mut status.started_at, matches!(phase, Phase::Live | Phase::SoldOut | Phase::Draining | Phase::Completed));
-    let sold_out = observed.is_some_and(|o| o.remaining == 0);
+    // Once the round's keys are removed (Completed), the last counts stand.
+    let sold_out = observed.map_or(previous.remaining == Some(0) && same_round, |o| o.remaining == 0);
     stamp(&mut status.sold_out_at, sold_out);
     let closed = matches!(phase, Phase::SoldOut | Phase::Draining | Phase::Completed);
-    let drained = closed && observed.is_none_or(|o| o.persisted >= o.issued);
+    let drained = closed && observed.map_or(same_round && previous.drained_at.is_some(), |o| o.persisted >= o.issued);
     stamp(&mut status.drained_at, drained && phase != Phase::SoldOut);
     stamp(&mut status.completed_at, phase == Phase::Completed);
     status.message = Some(match phase {

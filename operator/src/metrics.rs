@@ -36,7 +36,11 @@ impl Metrics {
         };
         registry.register("couponrush_operator_reconciles", "Reconciles run", metrics.reconciles.clone());
         registry.register("couponrush_operator_failures", "Reconciles that failed, by kind", metrics.failures.clone());
-        registry.register("couponrush_operator_leader", "1 while this replica holds the Lease", metrics.leader.clone());
+        registry.register(
+            "couponrush_operator_leader",
+            "Whether this replica holds the leader Lease (1) or not (0)",
+            metrics.leader.clone(),
+        );
         registry.register(
             "couponrush_operator_phase_seconds",
             "How long events stayed in a phase, recorded when they left it",

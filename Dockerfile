@@ -1,0 +1,34 @@
+# syntax=docker/dockerfile:1
+# One image with the three couponrush binaries:
+#   /usr/local/bin/couponrush-operator  (the ENTRYPOINT)
+#   /usr/local/bin/couponrush-issuer
+#   /usr/local/bin/couponrush-consumer
+# The issuer and consumer Deployments set `command` to their binary.
+#
+#   docker build -t ghcr.io/couponrush/couponrush:0.1.0 .
+
+FROM rust:1-bookworm AS builder
+# librdkafka is built from source by rdkafka-sys (make + gcc, both in the image) and
+# needs zlib. LIBZ_SYS_STATIC=1 links zlib statically, so the binaries do not need a
+# libz.so.1 in the runtime image (the check below fails the build if they do).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends zlib1g-dev \
+ && rm -rf /var/lib/apt/lists/*
+ENV LIBZ_SYS_STATIC=1 \
+    CARGO_TERM_COLOR=never
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked \
+        -p couponrush-operator -p couponrush-issuer -p couponrush-consumer \
+ && mkdir -p /out \
+ && cp target/release/couponrush-operator target/release/couponrush-issuer \
+       target/release/couponrush-consumer /out/ \
+ && ! ldd /out/* | grep -E 'libz\.so|not found'
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=builder /out/couponrush-operator /out/couponrush-issuer /out/couponrush-consumer /usr/local/bin/
+USER 65532:65532
+EXPOSE 9443
+ENTRYPOINT ["/usr/local/bin/couponrush-operator"]

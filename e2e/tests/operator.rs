@@ -1,0 +1,326 @@
+//! The operator on a real Kubernetes control plane (e2e/cluster/cluster.sh up: etcd,
+//! kube-apiserver, controller-manager, scheduler, kwok nodes) with the real Redis,
+//! Kafka and MariaDB: the CRD's validation, the whole lifecycle of an event from
+//! Warming to Completed, deletion mid-Live, and leader election between two replicas.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use couponrush_core::db;
+use couponrush_core::event::EventId;
+use couponrush_core::keys::RoundKeys;
+use couponrush_core::prewarm::round_meta;
+use couponrush_crds::{CouponEvent, Phase};
+use couponrush_e2e::spike::{Spike, check_sold_out, rows};
+use couponrush_e2e::{Scope, Service, unique, wait_until};
+use couponrush_issuer::config::{Backends, ServeConfig};
+use couponrush_operator::config::Config;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, CustomResourceExt, ResourceExt};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+struct Cluster {
+    client: Client,
+    namespace: String,
+    scope: Scope,
+}
+
+/// Installs the CRD, makes a namespace with the backends Secret.
+async fn cluster(name: &str) -> anyhow::Result<Cluster> {
+    let client =
+        Client::try_default().await.context("no cluster: run e2e/cluster/cluster.sh up and export its KUBECONFIG")?;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        "couponevents.couponrush.io",
+        &PatchParams::apply("couponrush-e2e").force(),
+        &Patch::Apply(CouponEvent::crd()),
+    )
+    .await?;
+    wait_until("the CRD is established", Duration::from_secs(30), || async {
+        let crd = crds.get("couponevents.couponrush.io").await?;
+        Ok(crd
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True"))
+    })
+    .await?;
+    let namespace = unique(name);
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": namespace}}))?)
+        .await?;
+    let scope = Scope::new(name).await?;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "couponrush-backends"},
+        "stringData": {
+            "REDIS_URL": scope.env.redis_url,
+            "DATABASE_URL": scope.database_url,
+            "KAFKA_BROKERS": scope.env.kafka_brokers,
+            "JWT_HS256_SECRET": couponrush_e2e::JWT_SECRET,
+        }
+    }))?;
+    Api::<Secret>::namespaced(client.clone(), &namespace).create(&PostParams::default(), &secret).await?;
+    Ok(Cluster { client, namespace, scope })
+}
+
+struct Operator {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn start_operator(namespace: &str, identity: &str) -> anyhow::Result<Operator> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let config = Config {
+        listen: addr,
+        issuer_image: "couponrush:test".into(),
+        consumer_image: "couponrush:test".into(),
+        default_backends_secret: "couponrush-backends".into(),
+        leader_election_namespace: namespace.to_owned(),
+        leader_election_lease: "couponrush-operator".into(),
+        identity: identity.to_owned(),
+        lease_duration: Duration::from_secs(3),
+        log_json: false,
+    };
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(couponrush_operator::run(config, listener, stop.clone()));
+    Ok(Operator { addr, stop, task })
+}
+
+impl Operator {
+    async fn leads(&self) -> anyhow::Result<bool> {
+        let metrics = reqwest::get(format!("http://{}/metrics", self.addr)).await?.text().await?;
+        Ok(metrics.lines().any(|line| line == "couponrush_operator_leader 1"))
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(20), self.task).await.context("operator did not stop")???;
+        Ok(())
+    }
+}
+
+fn event(name: &str, stock: u32, starts_in: Duration, teardown_after: &str) -> anyhow::Result<CouponEvent> {
+    let start = jiff::Timestamp::now() + jiff::SignedDuration::try_from(starts_in)?;
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "couponrush.io/v1alpha1",
+        "kind": "CouponEvent",
+        "metadata": {"name": name},
+        "spec": {
+            "coupon": {"name": "10,000 KRW off", "amount": 10000, "currency": "KRW"},
+            "stock": stock,
+            "startTime": start.to_string(),
+            "warmup": "3s",
+            "teardownAfter": teardown_after,
+            "capacity": {"expectedPeakRps": 20000, "nodeProfile": "t3.medium"}
+        }
+    }))?)
+}
+
+async fn wait_for_phase(
+    api: &Api<CouponEvent>,
+    name: &str,
+    phase: Phase,
+    within: Duration,
+) -> anyhow::Result<CouponEvent> {
+    wait_until(&format!("{name} to be {phase:?}"), within, || async {
+        Ok(api.get(name).await?.status.is_some_and(|s| s.phase == phase))
+    })
+    .await?;
+    Ok(api.get(name).await?)
+}
+
+/// Starts an issuer and a consumer as the operator configured them: the topic from the
+/// issuer Deployment's environment, the backends from the Secret it references.
+async fn start_workloads_as_configured(cluster: &Cluster, event: &str) -> anyhow::Result<(Service, Service)> {
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let issuer = deployments.get(&format!("{event}-issuer")).await?;
+    let container =
+        issuer.spec.and_then(|s| s.template.spec).map(|p| p.containers[0].clone()).context("no container")?;
+    let env = |name: &str| container.env.iter().flatten().find(|e| e.name == name).and_then(|e| e.value.clone());
+    let secret_name = container
+        .env_from
+        .iter()
+        .flatten()
+        .find_map(|e| e.secret_ref.as_ref())
+        .map(|s| s.name.clone())
+        .context("no Secret")?;
+    let secret = Api::<Secret>::namespaced(cluster.client.clone(), &cluster.namespace).get(&secret_name).await?;
+    let data = secret.data.unwrap_or_default();
+    let value = |key: &str| data.get(key).map(|v| String::from_utf8_lossy(&v.0).into_owned()).context(key.to_owned());
+    let backends = Backends {
+        redis_url: value("REDIS_URL")?,
+        redis_cluster: false,
+        database_url: value("DATABASE_URL")?,
+        kafka_brokers: value("KAFKA_BROKERS")?,
+        kafka_topic: env("KAFKA_TOPIC").context("KAFKA_TOPIC")?,
+        kafka_delivery_timeout: Duration::from_secs(5),
+    };
+    let mut scope = cluster.scope.clone();
+    scope.topic = backends.kafka_topic.clone();
+    let serve = ServeConfig { jwt_hs256_secret: Some(value("JWT_HS256_SECRET")?), ..ServeConfig::default() };
+    let issuer = scope.start_issuer_with(backends, serve).await?;
+    let consumer = scope.start_consumer().await?;
+    Ok((issuer, consumer))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_events_are_rejected_with_a_readable_message() -> anyhow::Result<()> {
+    let cluster = cluster("invalid").await?;
+    let api: Api<CouponEvent> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let mut zero = event("zero-stock", 1, Duration::from_secs(60), "1m")?;
+    zero.spec.stock = 0;
+    let mut both = event("both-starts", 10, Duration::from_secs(60), "1m")?;
+    both.spec.schedule =
+        Some(couponrush_crds::Schedule { daily: "10:00".into(), time_zone: "Asia/Seoul".into(), open_for: None });
+    let mut backwards = event("backwards", 10, Duration::from_secs(60), "1m")?;
+    backwards.spec.end_time =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time("2020-01-01T00:00:00Z".parse()?));
+    for (manifest, expected) in [
+        (zero, "spec.stock: Invalid value: 0"),
+        (both, "set exactly one of startTime"),
+        (backwards, "endTime must be after startTime"),
+    ] {
+        match api.create(&PostParams::default(), &manifest).await {
+            Err(kube::Error::Api(status)) => {
+                assert!(status.message.contains(expected), "{}: {}", manifest.name_any(), status.message)
+            }
+            other => anyhow::bail!("{} was not rejected: {other:?}", manifest.name_any()),
+        }
+    }
+    // An unknown strategy cannot even be written through the typed client; send raw JSON.
+    let raw = json!({"apiVersion": "couponrush.io/v1alpha1", "kind": "CouponEvent", "metadata": {"name": "fastest"},
+        "spec": {"coupon": {"name": "c", "amount": 1, "currency": "KRW"}, "stock": 1, "startTime": "2030-01-01T00:00:00Z", "strategy": "fastest"}});
+    let dynamic: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        cluster.client.clone(),
+        &cluster.namespace,
+        &kube::api::ApiResource::erase::<CouponEvent>(&()),
+    );
+    match dynamic.create(&PostParams::default(), &serde_json::from_value(raw)?).await {
+        Err(kube::Error::Api(status)) => {
+            assert!(status.message.contains("Unsupported value: \"fastest\""), "{}", status.message)
+        }
+        other => anyhow::bail!("an unknown strategy was accepted: {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_runs_from_warming_to_completed() -> anyhow::Result<()> {
+    let cluster = cluster("lifecycle").await?;
+    let operator = start_operator(&cluster.namespace, "operator-a").await?;
+    let api: Api<CouponEvent> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let stock = 300;
+    api.create(&PostParams::default(), &event("opening-day", stock, Duration::from_secs(8), "3s")?).await?;
+
+    // Warming: workloads sized for 20,000 req/s on t3.medium, keys pre-warmed, topic made.
+    wait_for_phase(&api, "opening-day", Phase::Warming, Duration::from_secs(30)).await?;
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let issuer = deployments.get("opening-day-issuer").await?;
+    let spec = issuer.spec.clone().context("spec")?;
+    assert_eq!(spec.replicas, Some(3));
+    let requests = spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|p| p.containers[0].resources.as_ref())
+        .and_then(|r| r.requests.clone())
+        .context("requests")?;
+    assert_eq!(requests["cpu"].0, "900m");
+    assert!(deployments.get_opt("opening-day-consumer").await?.is_some());
+    // kwok makes the pods Ready: availability is real API behaviour.
+    wait_until("issuer pods available", Duration::from_secs(60), || async {
+        Ok(deployments.get("opening-day-issuer").await?.status.and_then(|s| s.available_replicas) == Some(3))
+    })
+    .await?;
+    let round = EventId::new(&cluster.namespace, "opening-day")?.round(1);
+    let meta = round_meta(&mut cluster.scope.redis().await?, &RoundKeys::new(&round))
+        .await?
+        .context("round keys pre-warmed")?;
+    assert_eq!((meta.stock, meta.remaining), (stock, stock));
+
+    // Live at the start; drive the spike through an issuer configured like the Deployment.
+    wait_for_phase(&api, "opening-day", Phase::Live, Duration::from_secs(30)).await?;
+    let (issuer_service, consumer) = start_workloads_as_configured(&cluster, "opening-day").await?;
+    let tally =
+        Spike { users: 3_000, requests_per_user: 2, concurrency: 64 }.run(&[issuer_service.issue_url(&round)]).await?;
+    assert_eq!(tally.server_errors(), 0);
+
+    // SoldOut → Draining → Completed, with everything persisted and the workloads gone.
+    let done = wait_for_phase(&api, "opening-day", Phase::Completed, Duration::from_secs(60)).await?;
+    let status = done.status.context("status")?;
+    assert_eq!((status.issued, status.persisted, status.remaining), (Some(stock), Some(stock), Some(0)));
+    assert!(status.sold_out_at.is_some() && status.drained_at.is_some() && status.completed_at.is_some());
+    for condition in ["SoldOut", "Drained"] {
+        assert!(
+            status.conditions.iter().any(|c| c.type_ == condition && c.status == "True"),
+            "{condition}: {:?}",
+            status.conditions
+        );
+    }
+    assert!(deployments.get_opt("opening-day-issuer").await?.is_none(), "issuer removed");
+    assert!(deployments.get_opt("opening-day-consumer").await?.is_none(), "consumer removed");
+    check_sold_out(stock, &tally.issued, &tally.already, &rows(&cluster.scope.pool().await?, &round).await?)?;
+    assert!(
+        round_meta(&mut cluster.scope.redis().await?, &RoundKeys::new(&round)).await?.is_none(),
+        "round keys removed"
+    );
+
+    consumer.stop().await?;
+    issuer_service.stop().await?;
+    operator.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_live_event_cleans_up() -> anyhow::Result<()> {
+    let cluster = cluster("delete").await?;
+    let operator = start_operator(&cluster.namespace, "operator-a").await?;
+    let api: Api<CouponEvent> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    api.create(&PostParams::default(), &event("short-lived", 50, Duration::from_secs(4), "1m")?).await?;
+    wait_for_phase(&api, "short-lived", Phase::Live, Duration::from_secs(30)).await?;
+    let round = EventId::new(&cluster.namespace, "short-lived")?.round(1);
+    assert!(round_meta(&mut cluster.scope.redis().await?, &RoundKeys::new(&round)).await?.is_some());
+
+    api.delete("short-lived", &DeleteParams::default()).await?;
+    wait_until("the event is gone", Duration::from_secs(30), || async {
+        Ok(api.get_opt("short-lived").await?.is_none())
+    })
+    .await?;
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    assert!(deployments.get_opt("short-lived-issuer").await?.is_none());
+    assert!(
+        round_meta(&mut cluster.scope.redis().await?, &RoundKeys::new(&round)).await?.is_none(),
+        "round keys removed"
+    );
+    assert!(db::round_row(&cluster.scope.pool().await?, &round).await?.is_none(), "stock row removed");
+    operator.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_replicas_one_leads() -> anyhow::Result<()> {
+    let cluster = cluster("leader").await?;
+    let a = start_operator(&cluster.namespace, "operator-a").await?;
+    wait_until("a leads", Duration::from_secs(20), || a.leads()).await?;
+    let b = start_operator(&cluster.namespace, "operator-b").await?;
+    tokio::time::sleep(Duration::from_secs(4)).await; // longer than the 3 s lease
+    let (a_leads, b_leads) = (a.leads().await?, b.leads().await?);
+    let lease = Api::<Lease>::namespaced(cluster.client.clone(), &cluster.namespace).get("couponrush-operator").await?;
+    assert!(a_leads && !b_leads, "exactly one leader: a {a_leads}, b {b_leads}, lease {:?}", lease.spec);
+    let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let holder = leases.get("couponrush-operator").await?.spec.and_then(|s| s.holder_identity);
+    assert_eq!(holder.as_deref(), Some("operator-a"));
+
+    a.stop().await?;
+    wait_until("b takes over", Duration::from_secs(20), || b.leads()).await?;
+    let holder = leases.get("couponrush-operator").await?.spec.and_then(|s| s.holder_identity);
+    assert_eq!(holder.as_deref(), Some("operator-b"));
+    b.stop().await
+}
