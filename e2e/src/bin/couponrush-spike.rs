@@ -56,15 +56,25 @@ async fn main() -> anyhow::Result<()> {
     }
     let spike =
         Spike { users: args.users, requests_per_user: args.requests / args.users, concurrency: args.concurrency };
-    let tally = spike.run(&[url]).await?;
-
     let pool = db::connect(&args.database_url, 2).await?;
     let expected = u64::from(args.stock).min(args.users as u64);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while db::count_coupons(&pool, &round).await? < expected && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let all_persisted = Instant::now();
+    // Watch MySQL while the spike runs, to time sold-out → all persisted.
+    let watcher = {
+        let pool = pool.clone();
+        let round = round.clone();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while Instant::now() < deadline {
+                if db::count_coupons(&pool, &round).await.unwrap_or(0) >= expected {
+                    return Some(Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            None
+        })
+    };
+    let tally = spike.run(&[url]).await?;
+    let all_persisted = watcher.await?.context("not every coupon was persisted within two minutes")?;
     let rows = rows(&pool, &round).await?;
     let distinct: std::collections::HashSet<&str> = rows.iter().map(|(user, _)| user.as_str()).collect();
     let sent = spike.users * spike.requests_per_user;
