@@ -10,8 +10,10 @@
 #
 # What it does:
 #   1. builds couponrush-issuer and couponrush-consumer (release) and the ceiling server;
-#      brings up Redis, MariaDB and Kafka (e2e/backends.sh; only what was down, and only
-#      that is stopped at the end);
+#      brings up Redis, MariaDB and Kafka with e2e/backends.sh: by default a set of its own
+#      (BACKENDS=own: other ports, state in ~/.cache/couponrush/bench-backends), so neither
+#      the tests others run on the shared servers nor the benchmark disturb each other;
+#      only what this run started is stopped at the end;
 #   2. calibration: the ceiling under constant arrival rates CAL_RATES, CAL_SECONDS each;
 #      RATE = the highest rate with no dropped iteration and a p99 under CAL_P99_MS (the
 #      generator, not the server, is what runs out first on a small machine: see BENCH.md);
@@ -39,9 +41,22 @@
 #   AUTH=jwt|header (header: the issuer runs with TRUST_USER_HEADER=true)
 #   PROFILE=1  PROFILE_SECONDS=10  PROFILE_HZ=499
 #   ISSUER_PORT=18180 CONSUMER_PORT=18190 CEILING_PORT=18170  KAFKA_TOPIC=couponrush.bench
+#   BACKENDS=own|shared  (shared: the default e2e/backends.sh servers on their usual ports)
+#   BENCH_NICE=-5        niceness of every benchmark process (generator, servers, backends it
+#                        starts); a negative value keeps other work on a shared machine from
+#                        skewing the numbers (needs root; 0 to turn off)
+#   QUIET_MAX_PCT=50 QUIET_WAIT_S=60  before each run, wait up to QUIET_WAIT_S for CPU used by
+#                        processes outside the benchmark to drop under QUIET_MAX_PCT % of a core
 #   RESULTS_DIR=e2e/bench/results  BENCH_WORK=...  CARGO_TARGET_DIR  CEILING_TARGET_DIR
 set -euo pipefail
 export LC_ALL=C
+
+# The settings given on the command line, for the report's "command" line.
+GIVEN=""
+for v in RATE CAL_RATES CAL_SECONDS CAL_P99_MS STRATEGIES SPIKE_REQUESTS SPIKE_USERS SPIKE_STOCK ADMIT_REQUESTS \
+  ADMIT_STOCK VUS MAX_VUS TIMEOUT AUTH PROFILE PROFILE_SECONDS BACKENDS BENCH_NICE; do
+  [[ -n ${!v:-} ]] && GIVEN+="$v=$(printf '%q' "${!v}") "
+done
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -74,6 +89,16 @@ ISSUER_PORT="${ISSUER_PORT:-18180}"
 CONSUMER_PORT="${CONSUMER_PORT:-18190}"
 CEILING_PORT="${CEILING_PORT:-18170}"
 RESULTS_DIR="${RESULTS_DIR:-$HERE/results}"
+BACKENDS="${BACKENDS:-own}"
+if ((EUID == 0)); then BENCH_NICE="${BENCH_NICE:--5}"; else BENCH_NICE="${BENCH_NICE:-0}"; fi
+QUIET_MAX_PCT="${QUIET_MAX_PCT:-50}"
+QUIET_WAIT_S="${QUIET_WAIT_S:-60}"
+if [[ $BACKENDS == own ]]; then
+  export COUPONRUSH_STATE_DIR="${BENCH_BACKENDS_STATE:-$CACHE/bench-backends}"
+  export REDIS_PORT="${BENCH_REDIS_PORT:-26379}" MYSQL_PORT="${BENCH_MYSQL_PORT:-23306}"
+  export KAFKA_PORT="${BENCH_KAFKA_PORT:-29092}" KAFKA_CONTROLLER_PORT="${BENCH_KAFKA_CONTROLLER_PORT:-29093}"
+fi
+NICE=(nice -n "$BENCH_NICE")
 STAMP="$(date -u +%Y%m%d-%H%M%S)"
 BENCH_WORK="${BENCH_WORK:-$CACHE/bench/$STAMP}"
 JWT_SECRET="bench-$RANDOM$RANDOM$RANDOM"
@@ -128,7 +153,7 @@ trap 'exit 130' INT TERM
 start_bg() {
   local name=$1 logf=$2
   shift 2
-  "$@" >"$logf" 2>&1 &
+  "${NICE[@]}" "$@" >"$logf" 2>&1 &
   BG_PID=$!
   PIDS+=("$BG_PID")
   WATCH[$name]=$BG_PID
@@ -198,8 +223,39 @@ wait_persisted() {
   awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%d\n", (b - a) * 1000 }'
 }
 
+# others_pct F0 F1: CPU (% of one core) used between two snapshots by processes that are
+# not watched (nor k6, which runs only between the "before" and "after" snapshots).
+others_pct() {
+  awk 'FNR == NR { a[$1] = $2; next } { b[$1] = $2 }
+    END {
+      ours = 0
+      for (k in b) if (k != "machine_busy" && k != "machine_total" && k != "time") ours += b[k] - a[k]
+      dt = b["time"] - a["time"]
+      pct = 0
+      if (dt > 0) pct = (b["machine_busy"] - a["machine_busy"] - ours) / dt
+      printf "%.0f\n", pct
+    }' "$1" "$2"
+}
+
+# quiet_gate DIR: samples 2 s of idle (the per-process idle CPU is subtracted from the run's
+# later), and waits while other work on the machine uses more than QUIET_MAX_PCT % of a core.
+quiet_gate() {
+  local dir=$1 t0=$SECONDS pct
+  while :; do
+    snapshot "$dir/cpu.idle0"
+    sleep 2
+    snapshot "$dir/cpu.idle1"
+    pct=$(others_pct "$dir/cpu.idle0" "$dir/cpu.idle1")
+    ((pct <= QUIET_MAX_PCT || SECONDS - t0 >= QUIET_WAIT_S)) && break
+    log "  waiting for a quieter machine: other processes use ${pct}% of a core"
+  done
+  printf 'quiet_wait_s=%s\nothers_pct_before=%s\n' "$((SECONDS - t0))" "$pct" >>"$dir/meta"
+}
+
 # run_k6 LABEL META... -- K6_ENV...: one k6 run of e2e/load/spike.js with CPU snapshots
 # around it. META are key=value lines for the report; K6_ENV are NAME=value for k6.
+# With PREWARM="NAME STOCK STRATEGY" set, the round is pre-warmed (after the quiet gate) to
+# open OPEN_DELAY_S later, and k6 sends its first request at the opening.
 run_k6() {
   local label=$1 dir="$BENCH_WORK/runs/$1" rc=0 kv
   shift
@@ -210,9 +266,17 @@ run_k6() {
   local args=()
   for kv in "$@"; do args+=(-e "$kv"); done
   args+=(-e "JWT_SECRET=$JWT_SECRET" -e "AUTH=$AUTH" -e "VUS=$VUS" -e "MAX_VUS=$MAX_VUS" -e "TIMEOUT=$TIMEOUT")
+  quiet_gate "$dir"
+  if [[ -n ${PREWARM:-} ]]; then
+    local pw at
+    read -r -a pw <<<"$PREWARM"
+    at=$(opens_at)
+    prewarm "${pw[0]}" "${pw[1]}" "${pw[2]}" "$at"
+    args+=(-e "OPENS_AT_MS=$at")
+  fi
   printf 'loadavg=%s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$dir/meta"
   snapshot "$dir/cpu.before"
-  /usr/bin/time -f '%U %S %e %M' -o "$dir/k6.time" \
+  "${NICE[@]}" /usr/bin/time -f '%U %S %e %M' -o "$dir/k6.time" \
     "$K6" run -q --no-color --address "" --summary-export "$dir/summary.json" \
     --console-output "$dir/console.log" "${args[@]}" e2e/load/spike.js >"$dir/k6.out" 2>&1 || rc=$?
   snapshot "$dir/cpu.after"
@@ -254,9 +318,10 @@ BUILD_S=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }')
 for component in redis mysql kafka; do
   e2e/backends.sh status "$component" >/dev/null 2>&1 || STARTED_BACKENDS+=("$component")
 done
-log "backends (starting: ${STARTED_BACKENDS[*]:-none})"
-e2e/backends.sh up redis mysql kafka >&2
+log "backends ($BACKENDS; starting: ${STARTED_BACKENDS[*]:-none})"
+"${NICE[@]}" e2e/backends.sh up redis mysql kafka >&2
 eval "$(e2e/backends.sh env)"
+"$BIN/couponrush-issuer" migrate >"$BENCH_WORK/migrate.log" 2>&1 || die "migrating the schema failed (see $BENCH_WORK/migrate.log)"
 for component in redis mysql kafka; do
   pid=$(e2e/backends.sh status "$component" | sed -n 's/.*(pid \([0-9]*\)).*/\1/p')
   [[ -n $pid ]] && WATCH[$component]=$pid
@@ -273,12 +338,15 @@ done
   printf 'rustc=%s\n' "$(rustc --version)"
   printf 'git=%s\n' "$(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
   printf 'auth=%s\n' "$AUTH"
+  printf 'backends=%s\n' "$BACKENDS"
+  printf 'nice=%s\n' "$BENCH_NICE"
+  printf 'quiet=%s%% of a core, waiting up to %ss\n' "$QUIET_MAX_PCT" "$QUIET_WAIT_S"
   printf 'spike=%s requests, %s users, stock %s\n' "$SPIKE_REQUESTS" "$SPIKE_USERS" "$SPIKE_STOCK"
   printf 'admission=%s requests (distinct users), stock %s\n' "$ADMIT_REQUESTS" "$ADMIT_STOCK"
   printf 'vus=%s/%s\n' "$VUS" "$MAX_VUS"
   printf 'timeout=%s\n' "$TIMEOUT"
   printf 'build_s=%s\n' "$BUILD_S"
-  printf 'command=%s\n' "$(for v in RATE STRATEGIES PROFILE AUTH; do [[ -n ${!v:-} && ${!v} != "${DEFAULT_OF[$v]:-}" ]] && printf '%s=%q ' "$v" "${!v}"; done)e2e/bench/run.sh"
+  printf 'command=%s\n' "${GIVEN}e2e/bench/run.sh"
 } >"$BENCH_WORK/machine"
 
 # ----------------------------------------------------------------------------- the ceiling
@@ -344,13 +412,10 @@ for strategy in $STRATEGIES; do
   start_issuer "$BENCH_WORK/issuer-$strategy.log"
 
   name="spike-$strategy-$EV_STAMP"
-  at=$(opens_at)
-  prewarm "$name" "$SPIKE_STOCK" "$strategy" "$at"
   log "$strategy: spike ($SPIKE_REQUESTS requests, $SPIKE_USERS users, stock $SPIKE_STOCK) at $RATE/s"
-  run_k6 "spike-$strategy" scenario=spike "target=$strategy" "rate=$RATE" "requests=$SPIKE_REQUESTS" \
-    "event=$NAMESPACE/$name" "stock=$SPIKE_STOCK" -- \
-    "BASE_URL=$ISSUER_URL" "EVENT=$NAMESPACE/$name" "RATE=$RATE" "REQUESTS=$SPIKE_REQUESTS" \
-    "USERS=$SPIKE_USERS" "OPENS_AT_MS=$at"
+  PREWARM="$name $SPIKE_STOCK $strategy" run_k6 "spike-$strategy" scenario=spike "target=$strategy" "rate=$RATE" \
+    "requests=$SPIKE_REQUESTS" "event=$NAMESPACE/$name" "stock=$SPIKE_STOCK" -- \
+    "BASE_URL=$ISSUER_URL" "EVENT=$NAMESPACE/$name" "RATE=$RATE" "REQUESTS=$SPIKE_REQUESTS" "USERS=$SPIKE_USERS"
   admitted=$(($(summary_num "spike-$strategy" '.metrics.answer_issued.count')))
   expected=$SPIKE_STOCK
   printf 'persist_wait_ms=%s\n' "$(wait_persisted "$NAMESPACE/$name" "$expected")" >>"$BENCH_WORK/runs/spike-$strategy/meta"
@@ -358,13 +423,10 @@ for strategy in $STRATEGIES; do
   log "$strategy: spike done: $admitted answered 201; MySQL: $(cut -f1 "$BENCH_WORK/runs/spike-$strategy/db") rows"
 
   name="admit-$strategy-$EV_STAMP"
-  at=$(opens_at)
-  prewarm "$name" "$ADMIT_STOCK" "$strategy" "$at"
   log "$strategy: admission ($ADMIT_REQUESTS distinct users, stock $ADMIT_STOCK) at $RATE/s"
-  run_k6 "admission-$strategy" scenario=admission "target=$strategy" "rate=$RATE" "requests=$ADMIT_REQUESTS" \
-    "event=$NAMESPACE/$name" "stock=$ADMIT_STOCK" -- \
-    "BASE_URL=$ISSUER_URL" "EVENT=$NAMESPACE/$name" "RATE=$RATE" "REQUESTS=$ADMIT_REQUESTS" DISTINCT=1 \
-    "OPENS_AT_MS=$at"
+  PREWARM="$name $ADMIT_STOCK $strategy" run_k6 "admission-$strategy" scenario=admission "target=$strategy" \
+    "rate=$RATE" "requests=$ADMIT_REQUESTS" "event=$NAMESPACE/$name" "stock=$ADMIT_STOCK" -- \
+    "BASE_URL=$ISSUER_URL" "EVENT=$NAMESPACE/$name" "RATE=$RATE" "REQUESTS=$ADMIT_REQUESTS" DISTINCT=1
   admitted=$(($(summary_num "admission-$strategy" '.metrics.answer_issued.count') + $(summary_num "admission-$strategy" '.metrics.answer_queued.count')))
   printf 'persist_wait_ms=%s\n' "$(wait_persisted "$NAMESPACE/$name" "$admitted")" >>"$BENCH_WORK/runs/admission-$strategy/meta"
   db_stats "$NAMESPACE/$name" >"$BENCH_WORK/runs/admission-$strategy/db"
@@ -390,27 +452,27 @@ if [[ $PROFILE == 1 ]]; then
       log "profile: the issuer on the $path path ($prof_requests requests at $RATE/s, perf at ${PROFILE_HZ} Hz)"
       start_issuer "$BENCH_WORK/issuer-profile-$path.log"
       name="profile-$path-$EV_STAMP"
-      at=$(opens_at)
       if [[ $path == admission ]]; then
-        prewarm "$name" "$ADMIT_STOCK" kafka-async "$at"
+        stock=$ADMIT_STOCK
         extra=(DISTINCT=1)
       else
         # One coupon: the first request sells out, every later one is the sold-out path.
-        prewarm "$name" 1 kafka-async "$at"
+        stock=1
         extra=("USERS=$SPIKE_USERS")
       fi
       perf record -q -e cpu-clock -F "$PROFILE_HZ" --call-graph dwarf,16384 -p "${WATCH[issuer]}" \
         -o "$BENCH_WORK/perf-$path.data" >"$BENCH_WORK/perf-$path.log" 2>&1 &
       perf_pid=$!
       PIDS+=("$perf_pid")
-      run_k6 "profile-$path" scenario=profile "target=kafka-async" "path=$path" "rate=$RATE" "requests=$prof_requests" -- \
-        "BASE_URL=$ISSUER_URL" "EVENT=$NAMESPACE/$name" "RATE=$RATE" "REQUESTS=$prof_requests" "OPENS_AT_MS=$at" "${extra[@]}"
+      PREWARM="$name $stock kafka-async" run_k6 "profile-$path" scenario=profile "target=kafka-async" "path=$path" \
+        "rate=$RATE" "requests=$prof_requests" -- \
+        "BASE_URL=$ISSUER_URL" "EVENT=$NAMESPACE/$name" "RATE=$RATE" "REQUESTS=$prof_requests" "${extra[@]}"
       kill -INT "$perf_pid" 2>/dev/null || true
       wait "$perf_pid" 2>/dev/null || true
       forget issuer
       log "profile: folding the $path stacks"
       perf script -i "$BENCH_WORK/perf-$path.data" --no-inline 2>/dev/null |
-        "$INFERNO_ROOT/bin/inferno-collapse-perf" --all >"$BENCH_WORK/perf-$path.folded" 2>/dev/null || true
+        "$INFERNO_ROOT/bin/inferno-collapse-perf" --kernel >"$BENCH_WORK/perf-$path.folded" 2>/dev/null || true
     done
   fi
 else

@@ -165,6 +165,39 @@ mod tests {
         assert!(auth.identify(&HeaderMap::new()).is_err(), "no token must be rejected");
     }
 
+    fn with_key(public_pem: &str) -> Authenticator {
+        let dir = std::env::temp_dir().join(format!("couponrush-auth-{}", rand_suffix()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("public.pem");
+        std::fs::write(&path, public_pem).expect("write key");
+        Authenticator::from_config(None, Some(&path), None, false).expect("config")
+    }
+
+    fn rand_suffix() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    }
+
+    #[test]
+    fn accepts_rs256_and_es256_with_a_public_key() {
+        let claims = json!({"sub": "user-7", "exp": exp(60)});
+        let cases = [
+            (Algorithm::RS256, include_str!("testdata/rs256-private.pem"), include_str!("testdata/rs256-public.pem")),
+            (Algorithm::ES256, include_str!("testdata/es256-private.pem"), include_str!("testdata/es256-public.pem")),
+        ];
+        for (alg, private, public) in cases {
+            let key = match alg {
+                Algorithm::RS256 => EncodingKey::from_rsa_pem(private.as_bytes()),
+                _ => EncodingKey::from_ec_pem(private.as_bytes()),
+            }
+            .expect("private key");
+            let token = encode(&Header::new(alg), &claims, &key).expect("token");
+            let auth = with_key(public);
+            assert_eq!(auth.identify(&bearer(&token)), Ok("user-7".to_owned()), "{alg:?}");
+            // The same claims signed with the HS256 secret are refused: no key for HS256.
+            assert!(auth.identify(&bearer(&hs256(claims.clone(), SECRET))).is_err(), "{alg:?} verifier took HS256");
+        }
+    }
+
     #[test]
     fn trusted_header_mode_validates_the_user_id() {
         let auth = Authenticator::from_config(None, None, None, true).expect("config");
