@@ -9,10 +9,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use couponrush_core::admission;
-use couponrush_core::db;
 use couponrush_core::keys::RoundKeys;
 use couponrush_core::message::IssuedCoupon;
 use couponrush_core::redis_conn::RedisConn;
+use couponrush_core::{db, error_chain};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -251,17 +251,6 @@ where
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Spaces batches so that at most `rows_per_second` rows are written (0: no limit).

@@ -87,7 +87,7 @@ async fn lookup(state: &AppState, event: &EventId) -> Result<Arc<LiveRound>, Rep
 }
 
 fn unavailable(state: &AppState, error: &IssueError) -> Reply {
-    tracing::warn!(error = %error, source = ?std::error::Error::source(error), "answering 503");
+    tracing::warn!(error = %couponrush_core::error_chain(error), "answering 503");
     state.metrics.backend_errors.get_or_create(&crate::metrics::ErrorLabels { kind: error.kind() }).inc();
     Reply::Unavailable
 }

@@ -66,14 +66,4 @@ impl Error {
     }
 }
 
-/// The error with its causes, for status messages and logs.
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use couponrush_core::error_chain as chain;
