@@ -190,7 +190,9 @@ w("  Load generator, issuer, consumer, Redis, MariaDB and Kafka all share these 
 w("  whatever else runs on the machine (the *background* column: CPU used by processes that are")
 w("  not part of the benchmark, in % of one core, during each run).")
 w(f"- Generator: {machine.get('k6', 'k6')}, `e2e/load/spike.js`, open model: `constant-arrival-rate`")
-w(f"  at **{RATE} requests/s** for every run ({machine.get('rate_source', '?')}; see Calibration), "
+w(f"  at **{RATE} requests/s** for every run ("
+  + ("found by the calibration below" if machine.get("rate_source") == "calibrated" else "given with RATE=")
+  + "), "
   f"{machine.get('vus', '?')} VUs pre-allocated/at most, per-request timeout {machine.get('timeout', '?')}.")
 w("  A request that finds no free VU is not sent and counts as *dropped* (a sign of overload).")
 w(f"- Users: HS256 JWTs minted by k6 per request (`auth={machine.get('auth', '?')}`); the issuer verifies every one.")
@@ -364,7 +366,8 @@ KERNEL = re.compile(r"_\[k\]$")
 GROUPS = [
     ("JWT verification (jsonwebtoken, HMAC-SHA256, base64)", re.compile(r"jsonwebtoken|sha2::|hmac::|base64::")),
     ("Redis client (redis crate, incl. its socket I/O)", re.compile(r"\bredis::")),
-    ("Kafka produce in the request path (rdkafka)", re.compile(r"\brdkafka::")),
+    ("rdkafka (Rust side: the send future and the producer's poll thread)", re.compile(r"\brdkafka::")),
+    ("librdkafka (C: rd_kafka_*)", re.compile(r"^rd_kafka|^rd_")),
     ("HTTP server (hyper)", re.compile(r"\bhyper::|hyper_util::")),
     ("axum routing, extractors, responses", re.compile(r"\baxum::|axum_core::|matchit::")),
     ("JSON (serde_json)", re.compile(r"serde_json::")),
@@ -405,9 +408,10 @@ def profile_section(path):
     w("")
     if prof:
         w(f"{fmt_n(prof['requests'])} requests at {RATE}/s; p99 {fmt_ms(prof['p99'])} ms under perf; "
-          f"{fmt_n(total)} samples; flame graph: [`{BASE}-flame-{path}.svg`]({BASE}-flame-{path}.svg).")
+          f"{total / 1e6:,.0f} ms of issuer CPU sampled ({total / 1e3 / max(prof['requests'], 1):.0f} µs per request, "
+          f"including the idle seconds before the opening); flame graph: [`{BASE}-flame-{path}.svg`]({BASE}-flame-{path}.svg).")
         w("")
-    w("| threads | % of issuer CPU samples |")
+    w("| thread | % of the issuer's sampled CPU |")
     w("|---|---:|")
     for comm, n in threads.most_common(6):
         w(f"| `{comm}` | {100.0 * n / total:.1f} |")

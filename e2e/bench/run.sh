@@ -34,7 +34,7 @@
 #
 # Environment (all optional):
 #   RATE  CAL_RATES="1000 1500 2000 2500 3000 3500 4000"  CAL_SECONDS=8  CAL_P99_MS=10
-#   STRATEGIES="db-lock redis-lock redis-counter redis-counter-set kafka-async queue"
+#   STRATEGIES="db-lock redis-lock redis-counter redis-counter-set kafka-async queue" (none: only the ceiling)
 #   SPIKE_REQUESTS=100000 SPIKE_USERS=10000 SPIKE_STOCK=1000
 #   ADMIT_REQUESTS=20000 ADMIT_STOCK=1000000  OPEN_DELAY_S=5  PERSIST_DEADLINE_S=60
 #   VUS=200 MAX_VUS=2000 (k6 VUs pre-allocated / at most)  TIMEOUT=10s (per request)
@@ -45,7 +45,7 @@
 #   BENCH_NICE=-5        niceness of every benchmark process (generator, servers, backends it
 #                        starts); a negative value keeps other work on a shared machine from
 #                        skewing the numbers (needs root; 0 to turn off)
-#   QUIET_MAX_PCT=50 QUIET_WAIT_S=60  before each run, wait up to QUIET_WAIT_S for CPU used by
+#   QUIET_MAX_PCT=50 QUIET_WAIT_S=30  before each run, wait up to QUIET_WAIT_S for CPU used by
 #                        processes outside the benchmark to drop under QUIET_MAX_PCT % of a core
 #   RESULTS_DIR=e2e/bench/results  BENCH_WORK=...  CARGO_TARGET_DIR  CEILING_TARGET_DIR
 set -euo pipefail
@@ -92,7 +92,7 @@ RESULTS_DIR="${RESULTS_DIR:-$HERE/results}"
 BACKENDS="${BACKENDS:-own}"
 if ((EUID == 0)); then BENCH_NICE="${BENCH_NICE:--5}"; else BENCH_NICE="${BENCH_NICE:-0}"; fi
 QUIET_MAX_PCT="${QUIET_MAX_PCT:-50}"
-QUIET_WAIT_S="${QUIET_WAIT_S:-60}"
+QUIET_WAIT_S="${QUIET_WAIT_S:-30}"
 if [[ $BACKENDS == own ]]; then
   export COUPONRUSH_STATE_DIR="${BENCH_BACKENDS_STATE:-$CACHE/bench-backends}"
   export REDIS_PORT="${BENCH_REDIS_PORT:-26379}" MYSQL_PORT="${BENCH_MYSQL_PORT:-23306}"
@@ -255,7 +255,8 @@ quiet_gate() {
 # run_k6 LABEL META... -- K6_ENV...: one k6 run of e2e/load/spike.js with CPU snapshots
 # around it. META are key=value lines for the report; K6_ENV are NAME=value for k6.
 # With PREWARM="NAME STOCK STRATEGY" set, the round is pre-warmed (after the quiet gate) to
-# open OPEN_DELAY_S later, and k6 sends its first request at the opening.
+# open OPEN_DELAY_S later, and k6 sends its first request at the opening. With PERF_OUT=FILE,
+# the issuer is profiled while k6 runs (perf record, cpu-clock, DWARF call graphs).
 run_k6() {
   local label=$1 dir="$BENCH_WORK/runs/$1" rc=0 kv
   shift
@@ -275,11 +276,22 @@ run_k6() {
     args+=(-e "OPENS_AT_MS=$at")
   fi
   printf 'loadavg=%s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$dir/meta"
+  local perf_pid=""
+  if [[ -n ${PERF_OUT:-} ]]; then
+    perf record -q -e cpu-clock -F "$PROFILE_HZ" --call-graph dwarf,16384 -p "${WATCH[issuer]}" \
+      -o "$PERF_OUT" >"$PERF_OUT.log" 2>&1 &
+    perf_pid=$!
+    PIDS+=("$perf_pid")
+  fi
   snapshot "$dir/cpu.before"
   "${NICE[@]}" /usr/bin/time -f '%U %S %e %M' -o "$dir/k6.time" \
     "$K6" run -q --no-color --address "" --summary-export "$dir/summary.json" \
     --console-output "$dir/console.log" "${args[@]}" e2e/load/spike.js >"$dir/k6.out" 2>&1 || rc=$?
   snapshot "$dir/cpu.after"
+  if [[ -n $perf_pid ]]; then
+    kill -INT "$perf_pid" 2>/dev/null || true
+    wait "$perf_pid" 2>/dev/null || true
+  fi
   printf 'k6_exit=%s\n' "$rc" >>"$dir/meta"
   [[ -s $dir/summary.json ]] || die "k6 produced no summary for $label (see $dir/k6.out)"
 }
@@ -408,6 +420,7 @@ start_bg consumer "$BENCH_WORK/consumer.log" env LISTEN="127.0.0.1:$CONSUMER_POR
 wait_http "http://127.0.0.1:$CONSUMER_PORT/readyz" 60 || die "the consumer did not become ready"
 
 for strategy in $STRATEGIES; do
+  [[ $strategy == none ]] && continue
   log "$strategy: starting an issuer"
   start_issuer "$BENCH_WORK/issuer-$strategy.log"
 
@@ -460,15 +473,9 @@ if [[ $PROFILE == 1 ]]; then
         stock=1
         extra=("USERS=$SPIKE_USERS")
       fi
-      perf record -q -e cpu-clock -F "$PROFILE_HZ" --call-graph dwarf,16384 -p "${WATCH[issuer]}" \
-        -o "$BENCH_WORK/perf-$path.data" >"$BENCH_WORK/perf-$path.log" 2>&1 &
-      perf_pid=$!
-      PIDS+=("$perf_pid")
-      PREWARM="$name $stock kafka-async" run_k6 "profile-$path" scenario=profile "target=kafka-async" "path=$path" \
+      PERF_OUT="$BENCH_WORK/perf-$path.data" PREWARM="$name $stock kafka-async" run_k6 "profile-$path" scenario=profile "target=kafka-async" "path=$path" \
         "rate=$RATE" "requests=$prof_requests" -- \
         "BASE_URL=$ISSUER_URL" "EVENT=$NAMESPACE/$name" "RATE=$RATE" "REQUESTS=$prof_requests" "${extra[@]}"
-      kill -INT "$perf_pid" 2>/dev/null || true
-      wait "$perf_pid" 2>/dev/null || true
       forget issuer
       log "profile: folding the $path stacks"
       perf script -i "$BENCH_WORK/perf-$path.data" --no-inline 2>/dev/null |

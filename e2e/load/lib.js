@@ -60,10 +60,10 @@ if (!(USERS >= 1)) throw new Error(`USERS=${USERS}: expected at least 1`);
 // What a request costs the generator matters here: on a small machine k6 shares the
 // CPU with the server, and every microsecond it spends is one the server does not get.
 // Measured on the benchmark machine (2 vCPU, 3,000 requests/s, answers from a trivial
-// server): a bare POST costs k6 about 140 µs of CPU; minting a fresh HS256 token per
-// request adds about 13 µs; reading a pre-minted token from a SharedArray adds about
-// 80 µs (each read decodes the element) and reading `k6/execution`'s
-// `scenario.iterationInTest` about 45 µs. So tokens are minted per request, and the
+// server): a bare POST costs k6 about 150 µs of CPU; minting a fresh HS256 token per
+// request adds about 15 µs; reading a pre-minted token from a SharedArray adds about
+// 130 µs (each read decodes the element) and reading `k6/execution`'s
+// `scenario.iterationInTest` about 85 µs. So tokens are minted per request, and the
 // user is picked from the cheap globals __VU and __ITER.
 
 /** The user id of user number `i`. */
@@ -164,7 +164,7 @@ export function tally(res) {
  * delay. For a constant arrival rate the schedule is known: iteration k of the scenario
  * is due at startTime + k / rate. This records "answer time minus due time" (ms
  * resolution), which includes any lag of the generator itself. It reads `k6/execution`,
- * which costs k6 about 45 µs per request, so the scripts only call it when asked
+ * which costs k6 about 85 µs per request, so the scripts only call it when asked
  * (INTENDED_LATENCY=1).
  */
 export function intendedLatency(ratePerSecond) {

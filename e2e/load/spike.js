@@ -11,7 +11,7 @@
 // an overloaded generator spends before sending is not in it. dropped_iterations counts
 // requests that never had a free VU; with INTENDED_LATENCY=1, `latency_from_intended`
 // measures from each request's due time on the constant-rate schedule (ms resolution;
-// costs the generator about 45 µs per request, so it is off by default).
+// costs the generator about 85 µs per request, so it is off by default).
 //
 //   k6 run -e BASE_URL=... -e EVENT=ns/name -e JWT_SECRET=... \
 //          [-e RATE=2000 -e REQUESTS=100000 -e USERS=10000 -e OPENS_AT_MS=...] e2e/load/spike.js

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use couponrush_core::db;
 use couponrush_core::event::Strategy;
 use couponrush_core::keys::RoundKeys;
@@ -79,6 +80,12 @@ async fn broker_outage_answers_503_and_admits_nothing() -> anyhow::Result<()> {
     let mut redis = scope.redis().await?;
     let winners_before: HashMap<String, u32> = redis.hgetall(&keys.winners).await?;
     backends(&["stop", "kafka"]).await?;
+    let broker = scope.env.kafka_brokers.clone();
+    wait_until("the broker to refuse connections", Duration::from_secs(10), || async {
+        Ok(tokio::net::TcpStream::connect(&broker).await.is_err())
+    })
+    .await
+    .context("e2e/backends.sh stop kafka left a broker answering (started from another state dir?)")?;
     let client = reqwest::Client::new();
     let probes = futures::future::join_all(
         (0..20).map(|i| client.post(&urls[0]).bearer_auth(couponrush_e2e::token(&format!("outage-user-{i}"))).send()),

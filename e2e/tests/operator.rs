@@ -324,3 +324,64 @@ async fn of_two_replicas_one_leads() -> anyhow::Result<()> {
     assert_eq!(holder.as_deref(), Some("operator-b"));
     b.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_while_live_add_stock_and_refuse_what_would_break_the_round() -> anyhow::Result<()> {
+    let cluster = cluster("changes").await?;
+    let operator = start_operator(&cluster.namespace, "operator-a").await?;
+    let api: Api<CouponEvent> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    api.create(&PostParams::default(), &event("flash", 20, Duration::from_secs(4), "1m")?).await?;
+    wait_for_phase(&api, "flash", Phase::Live, Duration::from_secs(30)).await?;
+    // The topic exists, with partitions from the capacity.
+    let topic = format!("couponrush.{}.flash", cluster.namespace);
+    let brokers = cluster.scope.env.kafka_brokers.clone();
+    let partitions = tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create()?;
+        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        Ok(metadata.topics().first().map_or(0, |t| t.partitions().len()))
+    })
+    .await??;
+    assert_eq!(partitions, 4);
+
+    // Ten coupons go out.
+    let round = EventId::new(&cluster.namespace, "flash")?.round(1);
+    let (issuer, consumer) = start_workloads_as_configured(&cluster, "flash").await?;
+    let tally = Spike { users: 10, requests_per_user: 1, concurrency: 10 }.run(&[issuer.issue_url(&round)]).await?;
+    assert_eq!(tally.count("ISSUED"), 10);
+
+    let patch = |spec: serde_json::Value| {
+        let api = api.clone();
+        async move { api.patch("flash", &PatchParams::default(), &Patch::Merge(json!({"spec": spec}))).await }
+    };
+    let condition = |ce: &CouponEvent, kind: &str| {
+        ce.status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == kind).map(|c| (c.status.clone(), c.reason.clone())))
+    };
+    // Raising the stock adds the difference to what remains.
+    patch(json!({"stock": 120})).await?;
+    wait_until("stock raised", Duration::from_secs(20), || async {
+        Ok(api.get("flash").await?.status.and_then(|s| s.remaining) == Some(110))
+    })
+    .await?;
+    // Lowering it below what was issued is refused, and the round keeps its stock.
+    patch(json!({"stock": 5})).await?;
+    wait_until("stock cut refused", Duration::from_secs(20), || async {
+        Ok(condition(&api.get("flash").await?, "SpecAccepted") == Some(("False".into(), "StockBelowIssued".into())))
+    })
+    .await?;
+    let meta = round_meta(&mut cluster.scope.redis().await?, &RoundKeys::new(&round)).await?.context("keys")?;
+    assert_eq!((meta.stock, meta.remaining), (120, 110));
+    // Moving the start of an open round is refused too.
+    patch(json!({"stock": 120, "startTime": "2030-01-01T00:00:00Z"})).await?;
+    wait_until("start move refused", Duration::from_secs(20), || async {
+        Ok(condition(&api.get("flash").await?, "SpecAccepted") == Some(("False".into(), "StartTimeLocked".into())))
+    })
+    .await?;
+    assert_eq!(api.get("flash").await?.status.map(|s| s.phase), Some(Phase::Live));
+
+    consumer.stop().await?;
+    issuer.stop().await?;
+    operator.stop().await
+}
