@@ -22,6 +22,8 @@ pub enum PrewarmError {
     StockBelowIssued { requested: u32, issued: u32 },
     #[error("stock and per-user limit must be at least 1")]
     ZeroStock,
+    #[error("round {0} already ran (its coupons are in MySQL); a new round needs a new number or event name")]
+    RoundAlreadyRan(String),
 }
 
 /// What pre-warming found and did.
@@ -70,6 +72,13 @@ pub async fn prewarm(
         return Err(PrewarmError::StockBelowIssued { requested: spec.stock, issued: row.issued });
     }
     let keys = RoundKeys::new(round);
+    // Keys gone but rows present: the round was torn down (or Redis lost it). Writing
+    // fresh keys would hand out its seqs again, and MySQL would drop those coupons as
+    // duplicates; refuse instead.
+    let exists: bool = redis.exists(&keys.meta).await?;
+    if !exists && db::count_coupons(pool, round).await? > 0 {
+        return Err(PrewarmError::RoundAlreadyRan(round.to_string()));
+    }
     let (state, value): (i64, i64) = PREWARM
         .key(&keys.meta)
         .arg(spec.stock)

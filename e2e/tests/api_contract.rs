@@ -246,3 +246,22 @@ async fn retries_are_safe_and_results_are_readable() -> anyhow::Result<()> {
     consumer.stop().await?;
     issuer.stop().await
 }
+
+#[tokio::test]
+async fn a_torn_down_round_is_never_prewarmed_again() -> anyhow::Result<()> {
+    let scope = Scope::new("rewarm").await?;
+    let round = scope.round("once")?;
+    scope.prewarm(&round, Strategy::KafkaAsync, 5, Duration::ZERO).await?;
+    let issuer = scope.start_issuer().await?;
+    let consumer = scope.start_consumer().await?;
+    let response = reqwest::Client::new().post(issuer.issue_url(&round)).bearer_auth(token("alice")).send().await?;
+    assert_eq!(response.status().as_u16(), 201);
+    scope.wait_for_rows(&round, 1, Duration::from_secs(20)).await?;
+    couponrush_core::prewarm::remove_round(&mut scope.redis().await?, &scope.pool().await?, &round).await?;
+    // Fresh keys would hand out seq 1 again and MySQL would drop that coupon as a duplicate.
+    let again = scope.prewarm(&round, Strategy::KafkaAsync, 5, Duration::ZERO).await;
+    let error = again.expect_err("prewarming a round that already ran must fail");
+    assert!(error.to_string().contains("already ran"), "{error:#}");
+    consumer.stop().await?;
+    issuer.stop().await
+}

@@ -240,6 +240,22 @@ async fn apply(ce: &CouponEvent, context: &Context) -> Result<Action, Error> {
                 }
                 _ => match prewarm::prewarm(&mut redis, &clients.db, &round, &spec).await {
                     Ok(_) => {}
+                    Err(error @ PrewarmError::RoundAlreadyRan(_)) => {
+                        let mut status = previous.clone();
+                        status.phase = Phase::Failed;
+                        status.message = Some(error.to_string());
+                        set_condition(
+                            &mut status.conditions,
+                            ce,
+                            "SpecAccepted",
+                            false,
+                            "RoundAlreadyRan",
+                            &error.to_string(),
+                            now,
+                        );
+                        write_status(ce, context, &previous, status).await?;
+                        return Ok(Action::await_change());
+                    }
                     Err(PrewarmError::StockBelowIssued { requested, issued }) => refusals.push((
                         "StockBelowIssued",
                         format!(

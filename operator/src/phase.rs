@@ -58,6 +58,12 @@ pub fn decide(
     if now < warm_at {
         return Decision { phase: Phase::Scheduled, requeue: until(now, warm_at) };
     }
+    let opened_before = same_round && previous.started_at.is_some();
+    if observed.is_none() && opened_before {
+        // The round opened earlier and its keys are gone: it was torn down (this pass
+        // may see a status older than that teardown). Never warm it again.
+        return Decision { phase: Phase::Completed, requeue: IDLE };
+    }
     let Some(observed) = observed.filter(|_| now >= plan.starts_at) else {
         // Warming (or opened before the keys were written: warm now, then go live).
         return Decision {
@@ -160,6 +166,14 @@ mod tests {
         assert_eq!(d, Decision { phase: Phase::Live, requeue: Duration::from_secs(1) });
         let d = decide(&plan(Some(60)), &TIMING, &status(Phase::Live), observed(4, 6, 5), at(60));
         assert_eq!(d.phase, Phase::Draining, "not sold out: no SoldOut phase");
+    }
+
+    #[test]
+    fn a_round_whose_keys_are_gone_after_it_opened_is_never_warmed_again() {
+        // A pass that still sees Draining, after the teardown removed the keys.
+        let mut stale = status(Phase::Draining);
+        stale.started_at = Some(Time(at(0)));
+        assert_eq!(decide(&plan(None), &TIMING, &stale, None, at(700)).phase, Phase::Completed);
     }
 
     #[test]
