@@ -149,11 +149,19 @@ echo
 $kubectl -n "$ns" get couponevents
 echo
 
+# The event is the record; deleting it (the finalizer runs while the operator does)
+# and uninstalling must leave nothing of couponrush but the CRD.
+$kubectl -n "$ns" delete couponevent "$event" --wait=true --timeout=60s >/dev/null
 say "helm uninstall"
 $helm uninstall couponrush --namespace couponrush-system --wait >/dev/null
-left=$($kubectl get deployments,services,serviceaccounts,roles,rolebindings -A -l app.kubernetes.io/part-of=couponrush -o name 2>/dev/null || true)
-left+=$($kubectl get clusterroles,clusterrolebindings -l app.kubernetes.io/part-of=couponrush -o name 2>/dev/null || true)
-[ -z "$left" ] || fail "left after helm uninstall: $left"
+leftovers() {
+  $kubectl get deployments,services,poddisruptionbudgets,serviceaccounts,roles,rolebindings -A -l app.kubernetes.io/part-of=couponrush -o name 2>/dev/null
+  $kubectl get clusterroles,clusterrolebindings -l app.kubernetes.io/part-of=couponrush -o name 2>/dev/null
+}
+deadline=$((SECONDS + 30))
+until [ -z "$(leftovers)" ]; do
+  [ $SECONDS -lt $deadline ] || fail "left after helm uninstall: $(leftovers | tr '\n' ' ')"
+  sleep 1
+done
 $kubectl get crd couponevents.couponrush.io >/dev/null || fail "the CRD must stay after helm uninstall"
-$kubectl -n "$ns" delete couponevent "$event" --wait=true >/dev/null
 say "PASSED: 1,000 issued, 1,000 persisted, workloads removed, only the CRD left"

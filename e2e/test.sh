@@ -63,6 +63,7 @@ backend_tests=(--test backends --test api_contract --test spike --test faults --
 step "tier 2: real Redis, Kafka, MariaDB" cargo test -p couponrush-e2e "${backend_tests[@]}" -- --test-threads=1
 step "tier 3: operator on a real control plane" cargo test -p couponrush-e2e --test operator -- --test-threads=1
 step "tier 3: Helm chart (lint, server dry-run)" charts/couponrush/test.sh
+step "tier 3: end-to-end scenario (helm, seed event, spike, uninstall)" e2e/scenario.sh local
 
 echo
 echo "== tiers run: unit; backends (real Redis, Redis Cluster, Kafka, MariaDB); cluster (kube-apiserver, etcd, kwok)"
