@@ -155,7 +155,10 @@ $kubectl -n "$ns" delete couponevent "$event" --wait=true --timeout=60s >/dev/nu
 say "helm uninstall"
 $helm uninstall couponrush --namespace couponrush-system --wait >/dev/null
 leftovers() {
-  $kubectl get deployments,services,poddisruptionbudgets,serviceaccounts,roles,rolebindings -A -l app.kubernetes.io/part-of=couponrush -o name 2>/dev/null
+  for namespace in couponrush-system "$ns"; do
+    $kubectl -n "$namespace" get deployments,services,poddisruptionbudgets,serviceaccounts,roles,rolebindings \
+      -l app.kubernetes.io/part-of=couponrush -o name 2>/dev/null
+  done
   $kubectl get clusterroles,clusterrolebindings -l app.kubernetes.io/part-of=couponrush -o name 2>/dev/null
 }
 deadline=$((SECONDS + 30))

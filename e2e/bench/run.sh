@@ -40,7 +40,7 @@
 #   VUS=200 MAX_VUS=2000 (k6 VUs pre-allocated / at most)  TIMEOUT=10s (per request)
 #   AUTH=jwt|header (header: the issuer runs with TRUST_USER_HEADER=true)
 #   PROFILE=1  PROFILE_SECONDS=10  PROFILE_HZ=499
-#   ISSUER_PORT=18180 CONSUMER_PORT=18190 CEILING_PORT=18170  KAFKA_TOPIC=couponrush.bench
+#   ISSUER_PORT=28180 CONSUMER_PORT=28190 CEILING_PORT=28170  KAFKA_TOPIC=couponrush.bench
 #   BACKENDS=own|shared  (shared: the default e2e/backends.sh servers on their usual ports)
 #   BENCH_NICE=-5        niceness of every benchmark process (generator, servers, backends it
 #                        starts); a negative value keeps other work on a shared machine from
@@ -85,9 +85,9 @@ AUTH="${AUTH:-jwt}"
 PROFILE="${PROFILE:-1}"
 PROFILE_SECONDS="${PROFILE_SECONDS:-10}"
 PROFILE_HZ="${PROFILE_HZ:-499}"
-ISSUER_PORT="${ISSUER_PORT:-18180}"
-CONSUMER_PORT="${CONSUMER_PORT:-18190}"
-CEILING_PORT="${CEILING_PORT:-18170}"
+ISSUER_PORT="${ISSUER_PORT:-28180}"
+CONSUMER_PORT="${CONSUMER_PORT:-28190}"
+CEILING_PORT="${CEILING_PORT:-28170}"
 RESULTS_DIR="${RESULTS_DIR:-$HERE/results}"
 BACKENDS="${BACKENDS:-own}"
 if ((EUID == 0)); then BENCH_NICE="${BENCH_NICE:--5}"; else BENCH_NICE="${BENCH_NICE:-0}"; fi
@@ -166,13 +166,24 @@ forget() { # forget NAME: stop it and stop watching it
   unset "WATCH[$1]"
 }
 
-wait_http() { # wait_http URL SECONDS
-  local i
-  for ((i = 0; i < $2 * 10; i++)); do
-    curl -sf -o /dev/null "$1" && return 0
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# serve NAME PORT LOG CMD...: start a server of ours on PORT (refusing a port someone else
+# holds: a readiness check would then be answered by the wrong server) and wait until it
+# answers /readyz (or /healthz) and is still ours.
+serve() {
+  local name=$1 port=$2 logf=$3 i
+  shift 3
+  port_open "$port" && die "$name: 127.0.0.1:$port is taken by another process (ss -ltnp 'sport = :$port'); set the port variable"
+  start_bg "$name" "$logf" "$@"
+  for ((i = 0; i < 600; i++)); do
+    kill -0 "$BG_PID" 2>/dev/null || die "$name exited during startup (see $logf)"
+    if curl -sf -o /dev/null "http://127.0.0.1:$port/readyz" || curl -sf -o /dev/null "http://127.0.0.1:$port/healthz"; then
+      return 0
+    fi
     sleep 0.1
   done
-  return 1
+  die "$name did not become ready within 60 s (see $logf)"
 }
 
 # ----------------------------------------------------------------------------- measuring
@@ -180,7 +191,7 @@ wait_http() { # wait_http URL SECONDS
 # CPU ticks (user + system, all threads) a process has used; 0 if it is gone.
 proc_ticks() {
   local st
-  st=$(<"/proc/$1/stat") 2>/dev/null || { echo 0; return; }
+  { st=$(<"/proc/$1/stat"); } 2>/dev/null || { echo 0; return; }
   st=${st##*) }
   # fields after "pid (comm) ": state=1 ... utime=12 stime=13
   awk '{ print $12 + $13 }' <<<"$st"
@@ -364,8 +375,7 @@ done
 # ----------------------------------------------------------------------------- the ceiling
 
 log "starting the ceiling server on 127.0.0.1:$CEILING_PORT"
-start_bg ceiling "$BENCH_WORK/ceiling.log" env LISTEN="127.0.0.1:$CEILING_PORT" "$CEILING_BIN"
-wait_http "http://127.0.0.1:$CEILING_PORT/healthz" 10 || die "the ceiling server did not start"
+serve ceiling "$CEILING_PORT" "$BENCH_WORK/ceiling.log" env LISTEN="127.0.0.1:$CEILING_PORT" "$CEILING_BIN"
 CEILING_URL="http://127.0.0.1:$CEILING_PORT"
 
 if [[ -z $RATE ]]; then
@@ -411,13 +421,11 @@ issuer_auth_env() {
   if [[ $AUTH == header ]]; then echo TRUST_USER_HEADER=true; else echo "JWT_HS256_SECRET=$JWT_SECRET"; fi
 }
 start_issuer() { # start_issuer LOG
-  start_bg issuer "$1" env "$(issuer_auth_env)" LISTEN="127.0.0.1:$ISSUER_PORT" "$BIN/couponrush-issuer" serve
-  wait_http "$ISSUER_URL/readyz" 30 || die "the issuer did not become ready (see $1)"
+  serve issuer "$ISSUER_PORT" "$1" env "$(issuer_auth_env)" LISTEN="127.0.0.1:$ISSUER_PORT" "$BIN/couponrush-issuer" serve
 }
 
 log "starting the consumer (topic $KAFKA_TOPIC, group $KAFKA_GROUP)"
-start_bg consumer "$BENCH_WORK/consumer.log" env LISTEN="127.0.0.1:$CONSUMER_PORT" "$BIN/couponrush-consumer"
-wait_http "http://127.0.0.1:$CONSUMER_PORT/readyz" 60 || die "the consumer did not become ready"
+serve consumer "$CONSUMER_PORT" "$BENCH_WORK/consumer.log" env LISTEN="127.0.0.1:$CONSUMER_PORT" "$BIN/couponrush-consumer"
 
 for strategy in $STRATEGIES; do
   [[ $strategy == none ]] && continue

@@ -381,6 +381,8 @@ async fn changes_while_live_add_stock_and_refuse_what_would_break_the_round() ->
     .await?;
     assert_eq!(api.get("flash").await?.status.map(|s| s.phase), Some(Phase::Live));
 
+    api.delete("flash", &DeleteParams::default()).await?;
+    wait_until("the event is gone", Duration::from_secs(30), || async { Ok(api.get_opt("flash").await?.is_none()) }).await?;
     consumer.stop().await?;
     issuer.stop().await?;
     operator.stop().await
