@@ -59,7 +59,7 @@ step "build: workspace and tests" cargo build --workspace --all-targets
 step "tier 1: unit tests (no I/O)" cargo test --workspace --lib --bins
 # One test at a time: the spike tests measure nothing, but they share two cores and
 # the fault tests stop and start the Kafka broker.
-backend_tests=(--test backends --test api_contract --test spike --test faults --test redis_cluster)
+backend_tests=(--test backends --test api_contract --test consumer --test spike --test faults --test redis_cluster)
 step "tier 2: real Redis, Kafka, MariaDB" cargo test -p couponrush-e2e "${backend_tests[@]}" -- --test-threads=1
 step "tier 3: operator on a real control plane" cargo test -p couponrush-e2e --test operator -- --test-threads=1
 step "tier 3: Helm chart (lint, server dry-run)" charts/couponrush/test.sh

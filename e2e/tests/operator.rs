@@ -382,8 +382,38 @@ async fn changes_while_live_add_stock_and_refuse_what_would_break_the_round() ->
     assert_eq!(api.get("flash").await?.status.map(|s| s.phase), Some(Phase::Live));
 
     api.delete("flash", &DeleteParams::default()).await?;
-    wait_until("the event is gone", Duration::from_secs(30), || async { Ok(api.get_opt("flash").await?.is_none()) }).await?;
+    wait_until("the event is gone", Duration::from_secs(30), || async { Ok(api.get_opt("flash").await?.is_none()) })
+        .await?;
     consumer.stop().await?;
     issuer.stop().await?;
+    operator.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_backends_are_reported_and_retried() -> anyhow::Result<()> {
+    let cluster = cluster("unreachable").await?;
+    let dead: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "dead-backends"},
+        "stringData": {"REDIS_URL": "redis://127.0.0.1:1", "DATABASE_URL": cluster.scope.database_url, "KAFKA_BROKERS": "127.0.0.1:1"}
+    }))?;
+    Api::<Secret>::namespaced(cluster.client.clone(), &cluster.namespace).create(&PostParams::default(), &dead).await?;
+    let operator = start_operator(&cluster.namespace, "operator-a").await?;
+    let api: Api<CouponEvent> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let mut manifest = event("stranded", 10, Duration::from_secs(2), "1m")?;
+    manifest.spec.backends = Some(couponrush_crds::BackendsRef { secret_ref: "dead-backends".into() });
+    api.create(&PostParams::default(), &manifest).await?;
+    wait_until("a BackendsUnavailable condition", Duration::from_secs(30), || async {
+        let ce = api.get("stranded").await?;
+        Ok(ce
+            .status
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "BackendsUnavailable")))
+    })
+    .await?;
+    let message = api.get("stranded").await?.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(message.contains("backends unavailable"), "{message}");
+    // The operator keeps running and retrying (backoff), rather than crashing.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(operator.leads().await?, "the operator is still up");
+    api.delete("stranded", &DeleteParams::default()).await?;
     operator.stop().await
 }
