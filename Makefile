@@ -1,5 +1,5 @@
 # couponrush: the two commands a newcomer needs, and a few more.
-.PHONY: demo test backends-up backends-down crds
+.PHONY: demo test bench backends-up backends-down crds
 
 ## The demo: backends up, a 1,000-coupon round, issuer and consumer, the seed spike, a report.
 demo:
@@ -8,6 +8,16 @@ demo:
 ## Every test tier, with all set-up (what CI runs).
 test:
 	e2e/test.sh
+
+## The benchmark report (every strategy, the seed spike and sustained admission, beside
+## the machine's ceiling); writes e2e/bench/results/<date>.md. Takes a while.
+bench:
+	e2e/bench/run.sh
+
+## Regenerate the CRD YAML (and the chart's copy) from the Rust types.
+crds:
+	cargo run -q -p couponrush-crds --bin crdgen > crds/couponevent.yaml
+	cp crds/couponevent.yaml charts/couponrush/crds/couponevent.yaml
 
 backends-up:
 	e2e/backends.sh up
