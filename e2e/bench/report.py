@@ -12,7 +12,7 @@ import json
 import os
 import re
 import sys
-from collections import Counter, defaultdict
+from collections import Counter
 
 WORK = sys.argv[1]
 BASE = sys.argv[2] if len(sys.argv) > 2 else "results"
@@ -202,8 +202,9 @@ w("  presses each).")
 w(f"- Sustained admission: {machine.get('admission', '?')}, so every request admits a coupon.")
 w("- Latency is k6's `http_req_duration`: from the moment the request is written to the socket to")
 w("  the last byte of the answer. It does not include time a busy generator spends before sending;")
-w("  that shows as dropped iterations, and the calibration also measures latency from each")
-w("  request's *due* time on the schedule (`from due`).")
+w("  that shows as dropped iterations and in *p99 from due*: latency from each request's due time on")
+w("  the constant-rate schedule (ms resolution), which includes the generator's own lag; the")
+w("  ceiling's row shows that lag alone.")
 w("- *achieved* = answered requests ÷ (last answer − first due request). *÷ ceiling* = achieved")
 w("  rate ÷ the ceiling's achieved rate at the same offered rate.")
 w("- *µs/req* = CPU time (user + system, all threads) of that process during the run ÷ requests;")
@@ -243,12 +244,12 @@ if gen:
 
 
 def answer_table(rows, ceiling_rate):
-    w("| target | achieved/s | ÷ ceiling | p50 ms | p95 ms | p99 ms | max ms | 5xx | no answer | other 4xx | dropped | 201 | 200 | 202 | 409 | 410 |")
-    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    w("| target | achieved/s | ÷ ceiling | p50 ms | p95 ms | p99 ms | max ms | p99 from due ms | 5xx | no answer | other 4xx | dropped | 201 | 200 | 202 | 409 | 410 |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         ratio = r["achieved"] / ceiling_rate if ceiling_rate else 0
         w(f"| {r['target']} | {r['achieved']:,.0f} | {ratio:.2f} | {fmt_ms(r['p50'])} | {fmt_ms(r['p95'])} | {fmt_ms(r['p99'])} "
-          f"| {fmt_ms(r['max'])} | {fmt_n(r['a5xx'])} | {fmt_n(r['transport'])} | {fmt_n(r['other4xx'])} | {fmt_n(r['dropped'])} "
+          f"| {fmt_ms(r['max'])} | {fmt_ms(r['intended_p99'])} | {fmt_n(r['a5xx'])} | {fmt_n(r['transport'])} | {fmt_n(r['other4xx'])} | {fmt_n(r['dropped'])} "
           f"| {fmt_n(r['a201'])} | {fmt_n(r['a200'])} | {fmt_n(r['a202'])} | {fmt_n(r['a409'])} | {fmt_n(r['a410'])} |")
     w("")
 
@@ -269,13 +270,16 @@ if spike:
     w("errors: 5xx and *no answer* (transport error or the client timeout); *other 4xx* would be a bug in the test.")
     w("")
     answer_table(spike, spike_ceiling["achieved"] if spike_ceiling else 0)
-    w("| target | rows in MySQL | distinct users | first → last admission ms | sold-out → all persisted ms | server (issuer or ceiling) µs/req | redis µs/req | mysql µs/req | kafka µs/req | consumer µs/req | server side µs/req | k6 % core | background % core |")
-    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    w("| target | rows in MySQL | distinct users | exact | first → last admission ms | sold-out → all persisted ms | server (issuer or ceiling) µs/req | redis µs/req | mysql µs/req | kafka µs/req | consumer µs/req | server side µs/req | k6 % core | background % core |")
+    w("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in spike:
         if r["target"] == "ceiling":
-            w(f"| ceiling | – | – | – | – | {cpu_cells(r)} | {r['k6_pct']:.0f} | {r['background_pct']:.0f} |")
+            w(f"| ceiling | – | – | – | – | – | {cpu_cells(r)} | {r['k6_pct']:.0f} | {r['background_pct']:.0f} |")
         else:
-            w(f"| {r['target']} | {fmt_n(r.get('rows', 0))} | {fmt_n(r.get('distinct', 0))} | {fmt_n(r.get('first_to_last_ms', 0))} "
+            stock = int(r.get("stock", 0) or 0)
+            exact = "yes" if r.get("rows") == stock and r.get("distinct") == r.get("rows") else (
+                "OVERSOLD" if r.get("rows", 0) > stock or r.get("distinct") != r.get("rows") else "under stock")
+            w(f"| {r['target']} | {fmt_n(r.get('rows', 0))} | {fmt_n(r.get('distinct', 0))} | {exact} | {fmt_n(r.get('first_to_last_ms', 0))} "
               f"| {fmt_n(r.get('soldout_to_persisted_ms', 0))} | {cpu_cells(r)} | {r['k6_pct']:.0f} | {r['background_pct']:.0f} |")
     w("")
     w("*first → last admission*: from the first to the last coupon's admission time (`issued_at`, set at admission:")
@@ -322,7 +326,8 @@ if ka:
     ok = errs == 0 and ka["p99"] < 25 and ka.get("rows", 0) == int(ka.get("stock", 0) or 0) and ka.get("soldout_to_persisted_ms", 10**9) <= 1000
     verdicts.append((
         "kafka-async spike: 0 errors, p99 < 25 ms, all 1,000 persisted within 1 s of sell-out",
-        f"{errs} errors, {ka['dropped']} dropped, p99 {fmt_ms(ka['p99'])} ms, {ka.get('rows', 0)} rows, "
+        f"{errs} errors, {ka['dropped']} dropped, p99 {fmt_ms(ka['p99'])} ms (from due: {fmt_ms(ka['intended_p99'])} ms; "
+        f"ceiling from due: {fmt_ms(spike_ceiling['intended_p99']) if spike_ceiling else '–'} ms), {ka.get('rows', 0)} rows, "
         f"sold-out → persisted {ka.get('soldout_to_persisted_ms', '?')} ms",
         "met" if ok else "not met"))
 if ka and spike_ceiling:
@@ -348,12 +353,18 @@ if kaa and adm_ceiling:
 dba = by_target(adm, "db-lock")
 if kaa and dba and dba.get("admissions_per_s") and kaa.get("admissions_per_s"):
     ratio = kaa["admissions_per_s"] / dba["admissions_per_s"]
-    cap_ratio = server_us(dba) / server_us(kaa) if server_us(kaa) else 0
-    verdicts.append((
-        "kafka-async ≥ 20× db-lock in admissions per second",
-        f"measured {kaa['admissions_per_s']:,.0f}/s vs {dba['admissions_per_s']:,.0f}/s = {ratio:.1f}× "
-        f"(kafka-async bounded by the offered {RATE}/s); CPU-bound capacity estimate {cap_ratio:.1f}×",
-        "met" if ratio >= 20 else "not met at this offered rate"))
+    offered = float(dba.get("rate", 0) or 0)
+    db_saturated = dba["dropped"] > 0 or dba["achieved"] < 0.95 * offered
+    ka_cap = NPROC * 1e6 / server_us(kaa) if server_us(kaa) else 0
+    ka_bound = kaa["dropped"] == 0 and kaa["achieved"] >= 0.95 * offered
+    detail = (f"measured {kaa['admissions_per_s']:,.0f}/s vs {dba['admissions_per_s']:,.0f}/s = {ratio:.1f}×"
+              + (f" (kafka-async kept up with the offered {offered:,.0f}/s, so this is a lower bound)" if ka_bound else ""))
+    if db_saturated and ka_cap:
+        detail += (f"; db-lock was saturated (its measured rate is its limit here); kafka-async's CPU-bound capacity "
+                   f"estimate {ka_cap:,.0f}/s ÷ db-lock's {dba['admissions_per_s']:,.0f}/s = {ka_cap / dba['admissions_per_s']:.1f}×")
+    best = max(ratio, ka_cap / dba["admissions_per_s"] if db_saturated and ka_cap else 0)
+    verdicts.append(("kafka-async ≥ 20× db-lock in admissions per second", detail,
+                     "met" if ratio >= 20 else ("not met (not reachable on this machine by the estimate either)" if best < 20 else "not shown: the generator caps the measurement")))
 if verdicts:
     w("| target | measured | verdict |")
     w("|---|---|---|")
@@ -363,18 +374,41 @@ if verdicts:
 
 # ---------------------------------------------------------------- profiles
 KERNEL = re.compile(r"_\[k\]$")
-GROUPS = [
-    ("JWT verification (jsonwebtoken, HMAC-SHA256, base64)", re.compile(r"jsonwebtoken|sha2::|hmac::|base64::")),
-    ("Redis client (redis crate, incl. its socket I/O)", re.compile(r"\bredis::")),
-    ("rdkafka (Rust side: the send future and the producer's poll thread)", re.compile(r"\brdkafka::")),
-    ("librdkafka (C: rd_kafka_*)", re.compile(r"^rd_kafka|^rd_")),
-    ("HTTP server (hyper)", re.compile(r"\bhyper::|hyper_util::")),
-    ("axum routing, extractors, responses", re.compile(r"\baxum::|axum_core::|matchit::")),
-    ("JSON (serde_json)", re.compile(r"serde_json::")),
-    ("metrics (prometheus-client)", re.compile(r"prometheus_client::")),
-    ("tracing", re.compile(r"\btracing::|tracing_core::|tracing_subscriber::")),
-    ("memory allocation (malloc/free)", re.compile(r"^(__libc_)?(malloc|free|realloc|calloc|cfree)$|_int_malloc|_int_free|malloc_consolidate")),
-    ("kernel (syscalls, loopback TCP)", KERNEL),
+LAYERS = [
+    ("issuer", re.compile(r"couponrush")),
+    ("axum", re.compile(r"\baxum(_core)?::|\btower(_http)?::|matchit")),
+    ("hyper", re.compile(r"\bhyper(_util)?::|httparse|\bhttp::")),
+    ("tokio", re.compile(r"\btokio::|\bmio::")),
+]
+
+
+def innermost(frames):
+    """The layer of the frame nearest the leaf that belongs to one (the code that asked for
+    the work: hyper's parser calling memchr counts for hyper)."""
+    for f in reversed(frames):
+        for name, rx in LAYERS:
+            if rx.search(f):
+                return name
+    return None
+
+
+# Each sample goes to the first bucket whose rule matches its stack, so the buckets add up to
+# 100 %. Work done on behalf of a component (its JSON, its allocations, its socket syscalls)
+# counts for that component; kernel time left over is the HTTP connections' own I/O and the
+# scheduler.
+BUCKETS = [
+    ("JWT verification (jsonwebtoken: base64, JSON, HMAC-SHA256)", lambda comm, fr: any("jsonwebtoken" in f for f in fr)),
+    ("Redis calls (redis crate, incl. its socket I/O)", lambda comm, fr: any("redis::" in f for f in fr)),
+    ("Kafka (rdkafka/librdkafka, incl. its threads and I/O)",
+     lambda comm, fr: comm.startswith("rdk:") or comm.startswith("producer_poll")
+     or any("rdkafka::" in f or f.startswith("rd_kafka") for f in fr)),
+    ("metrics (prometheus-client)", lambda comm, fr: any("prometheus_client" in f for f in fr)),
+    ("kernel: HTTP socket I/O, epoll, futex, scheduling", lambda comm, fr: bool(fr) and bool(KERNEL.search(fr[-1]))),
+    ("hyper (HTTP/1 parsing, writing)", lambda comm, fr: innermost(fr) == "hyper"),
+    ("axum, tower (routing, extractors, responses)", lambda comm, fr: innermost(fr) == "axum"),
+    ("issuer's own code (couponrush_*)", lambda comm, fr: innermost(fr) == "issuer"),
+    ("tokio runtime", lambda comm, fr: innermost(fr) == "tokio"),
+    ("other (libc, std)", lambda comm, fr: True),
 ]
 
 
@@ -385,7 +419,7 @@ def profile_section(path):
     total = 0
     threads = Counter()
     leaves = Counter()
-    groups = Counter()
+    buckets = Counter()
     for line in open(folded):
         line = line.rstrip("\n")
         if not line:
@@ -396,11 +430,11 @@ def profile_section(path):
         total += n
         comm = re.sub(r"[-_ ]?\d+$", "", frames[0])
         threads[comm] += n
-        leaf = frames[-1]
-        leaves[re.sub(r"::h[0-9a-f]{16}$", "", leaf)] += n
-        for name, rx in GROUPS:
-            if any(rx.search(f) for f in frames[1:]):
-                groups[name] += n
+        leaves[re.sub(r"::h[0-9a-f]{16}$", "", frames[-1])] += n
+        for name, rule in BUCKETS:
+            if rule(frames[0], frames[1:]):
+                buckets[name] += n
+                break
     if not total:
         return False
     prof = runs.get(f"profile-{path}")
@@ -416,10 +450,10 @@ def profile_section(path):
     for comm, n in threads.most_common(6):
         w(f"| `{comm}` | {100.0 * n / total:.1f} |")
     w("")
-    w("| inclusive: samples with a frame of … | % |")
+    w("| where the issuer's CPU goes (each sample counted once) | % |")
     w("|---|---:|")
-    for name, _ in GROUPS:
-        w(f"| {name} | {100.0 * groups[name] / total:.1f} |")
+    for name, _ in BUCKETS:
+        w(f"| {name} | {100.0 * buckets[name] / total:.1f} |")
     w("")
     w("| hottest functions (self) | % |")
     w("|---|---:|")

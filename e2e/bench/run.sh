@@ -4,7 +4,7 @@
 # machine (a trivial axum server, e2e/bench/ceiling/) under the same load generator (k6,
 # e2e/load/spike.js), in one run. Writes e2e/bench/results/<date>.md and prints it.
 #
-#   e2e/bench/run.sh                 everything (about 15 minutes on 2 cores)
+#   e2e/bench/run.sh                 everything (about 10 minutes on a quiet 2-core machine)
 #   RATE=2000 e2e/bench/run.sh       skip the calibration, use this arrival rate
 #   STRATEGIES="kafka-async db-lock" PROFILE=0 e2e/bench/run.sh
 #
@@ -47,14 +47,15 @@
 #                        skewing the numbers (needs root; 0 to turn off)
 #   QUIET_MAX_PCT=50 QUIET_WAIT_S=30  before each run, wait up to QUIET_WAIT_S for CPU used by
 #                        processes outside the benchmark to drop under QUIET_MAX_PCT % of a core
-#   RESULTS_DIR=e2e/bench/results  BENCH_WORK=...  CARGO_TARGET_DIR  CEILING_TARGET_DIR
+#   RESULTS_DIR=e2e/bench/results  RESULTS_NAME (the report is <date>[-<name>].md)
+#   BENCH_WORK=...  CARGO_TARGET_DIR  CEILING_TARGET_DIR
 set -euo pipefail
 export LC_ALL=C
 
 # The settings given on the command line, for the report's "command" line.
 GIVEN=""
 for v in RATE CAL_RATES CAL_SECONDS CAL_P99_MS STRATEGIES SPIKE_REQUESTS SPIKE_USERS SPIKE_STOCK ADMIT_REQUESTS \
-  ADMIT_STOCK VUS MAX_VUS TIMEOUT AUTH PROFILE PROFILE_SECONDS BACKENDS BENCH_NICE; do
+  ADMIT_STOCK VUS MAX_VUS TIMEOUT AUTH PROFILE PROFILE_SECONDS BACKENDS BENCH_NICE RESULTS_NAME; do
   [[ -n ${!v:-} ]] && GIVEN+="$v=$(printf '%q' "${!v}") "
 done
 
@@ -277,7 +278,10 @@ run_k6() {
   shift
   local args=()
   for kv in "$@"; do args+=(-e "$kv"); done
-  args+=(-e "JWT_SECRET=$JWT_SECRET" -e "AUTH=$AUTH" -e "VUS=$VUS" -e "MAX_VUS=$MAX_VUS" -e "TIMEOUT=$TIMEOUT")
+  # Every run also measures latency from each request's due time on the schedule (costs
+  # k6 CPU, the same for every target; the ceiling's row shows the generator's own lag).
+  args+=(-e "JWT_SECRET=$JWT_SECRET" -e "AUTH=$AUTH" -e "VUS=$VUS" -e "MAX_VUS=$MAX_VUS" -e "TIMEOUT=$TIMEOUT"
+    -e INTENDED_LATENCY=1)
   quiet_gate "$dir"
   if [[ -n ${PREWARM:-} ]]; then
     local pw at
@@ -383,7 +387,7 @@ if [[ -z $RATE ]]; then
   for r in $CAL_RATES; do
     run_k6 "cal-$r" scenario=calibration target=ceiling "rate=$r" "requests=$((r * CAL_SECONDS))" -- \
       "BASE_URL=$CEILING_URL" "EVENT=$NAMESPACE/ceiling" "RATE=$r" "REQUESTS=$((r * CAL_SECONDS))" \
-      "USERS=$SPIKE_USERS" INTENDED_LATENCY=1
+      "USERS=$SPIKE_USERS"
     dropped=$(summary_num "cal-$r" '.metrics.dropped_iterations.count')
     p99=$(summary_num "cal-$r" '.metrics.http_req_duration["p(99)"]')
     log "  $r/s: dropped $dropped, p99 ${p99} ms"
@@ -499,7 +503,7 @@ forget consumer
 
 # ----------------------------------------------------------------------------- report
 
-date_s=$(date -u +%Y-%m-%d)
+date_s=$(date -u +%Y-%m-%d)${RESULTS_NAME:+-$RESULTS_NAME}
 out="$RESULTS_DIR/$date_s.md"
 n=2
 while [[ -e $out ]]; do out="$RESULTS_DIR/$date_s-$n.md"; n=$((n + 1)); done
@@ -510,6 +514,6 @@ for path in admission sold-out; do
       <"$BENCH_WORK/perf-$path.folded" >"$RESULTS_DIR/$base-flame-$path.svg" 2>/dev/null || true
   fi
 done
-python3 "$HERE/report.py" "$BENCH_WORK" "$base" >"$out"
+PYTHONDONTWRITEBYTECODE=1 python3 "$HERE/report.py" "$BENCH_WORK" "$base" >"$out"
 cat "$out"
 log "results: ${out#"$ROOT"/}"
