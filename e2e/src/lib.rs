@@ -3,6 +3,7 @@
 //! test kills one, as a child process), and a spike driver that fires many distinct
 //! users at an event concurrently and tallies the answers.
 
+pub mod load;
 pub mod spike;
 
 use std::future::Future;
@@ -294,16 +295,22 @@ where
 
 /// A signed HS256 token for `user`, valid for an hour.
 pub fn token(user: &str) -> String {
+    token_signed_with(JWT_SECRET, user, Duration::from_secs(3600))
+}
+
+/// An HS256 JWT for `user` signed with `secret`, valid for `ttl`.
+pub fn token_signed_with(secret: &str, user: &str, ttl: Duration) -> String {
     #[derive(serde::Serialize)]
     struct Claims<'a> {
         sub: &'a str,
         exp: i64,
     }
-    let claims = Claims { sub: user, exp: couponrush_core::wall_clock_ms() / 1000 + 3600 };
+    let ttl_s = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
+    let claims = Claims { sub: user, exp: couponrush_core::wall_clock_ms() / 1000 + ttl_s };
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,
-        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
     )
     .unwrap_or_default()
 }

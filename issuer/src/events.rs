@@ -104,6 +104,15 @@ impl Events {
         Ok(loaded)
     }
 
+    /// The strategy of the event's current round if this issuer already knows that round
+    /// is sold out; memory only, never a Redis call.
+    pub fn sold_out_from_memory(&self, event: &EventId) -> Option<Strategy> {
+        match self.cache.read().ok()?.get(event) {
+            Some(Cached::Known(round)) if round.is_sold_out() => Some(round.strategy),
+            _ => None,
+        }
+    }
+
     async fn load(&self, event: &EventId) -> redis::RedisResult<Option<Arc<LiveRound>>> {
         let mut redis = self.redis.clone();
         let Some((round, strategy)) = current_round(&mut redis, event).await? else {
