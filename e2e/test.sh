@@ -57,6 +57,7 @@ step "format: cargo fmt --check" cargo fmt --all --check
 step "lint: cargo clippy -D warnings" cargo clippy --workspace --all-targets -- -D warnings
 step "build: workspace and tests" cargo build --workspace --all-targets
 step "tier 1: unit tests (no I/O)" cargo test --workspace --lib --bins
+step "tier 1: the benchmark's load generator against a local server" cargo test -p couponrush-e2e --test load_generator
 # One test at a time: the spike tests measure nothing, but they share two cores and
 # the fault tests stop and start the Kafka broker.
 backend_tests=(--test backends --test api_contract --test consumer --test spike --test faults --test redis_cluster)

@@ -164,6 +164,35 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() -> anyhow::Result<()> 
     issuer.stop().await
 }
 
+/// After the sell-out nearly every request is for a sold-out round, so the issuer answers
+/// it from memory before it spends a signature check on the token: 410 even without a
+/// valid token (the round's state is public anyway), and still nothing changes.
+#[tokio::test]
+async fn a_sold_out_round_answers_before_the_token_is_checked() -> anyhow::Result<()> {
+    let scope = Scope::new("sold-out-first").await?;
+    let round = scope.round("one")?;
+    scope.prewarm(&round, Strategy::KafkaAsync, 1, Duration::ZERO).await?;
+    let issuer = scope.start_issuer().await?;
+    let client = reqwest::Client::new();
+    let post = || client.post(issuer.issue_url(&round));
+
+    let unauthenticated = post().send().await?;
+    assert_eq!(unauthenticated.status().as_u16(), 401, "a live round checks the token first");
+    assert_eq!(post().bearer_auth(token("winner")).send().await?.status().as_u16(), 201);
+    let sold_out = snapshot(&scope, &round).await?;
+    for (what, request) in [
+        ("no token", post()),
+        ("a forged token", post().bearer_auth("eyJhbGciOiJIUzI1NiJ9.e30.forged")),
+        ("a valid token", post().bearer_auth(token("too-late"))),
+    ] {
+        let response = request.send().await?;
+        assert_eq!(response.status().as_u16(), 410, "{what}");
+        assert_eq!(response.json::<Value>().await?["status"], "SOLD_OUT", "{what}");
+    }
+    assert_eq!(snapshot(&scope, &round).await?, sold_out, "answering sold-out changed a backend");
+    issuer.stop().await
+}
+
 #[tokio::test]
 async fn the_gate_opens_at_start_and_closes_at_end() -> anyhow::Result<()> {
     let scope = Scope::new("gate").await?;
