@@ -1,5 +1,6 @@
 //! kafka-async under faults, against the real servers: the consumer killed with
-//! SIGKILL mid-spike, and the Kafka broker stopped while users are being admitted.
+//! SIGKILL mid-spike, the Kafka broker stopped while users are being admitted, and
+//! MariaDB stopped while a round sells out.
 //! Guarantee 3 (every 201 becomes exactly one row) and 6 (an outage gets 503 and
 //! changes nothing) must hold through both.
 
@@ -134,4 +135,53 @@ async fn wait_for_broker_then(spike: &Spike, urls: &[String]) -> anyhow::Result<
     })
     .await?;
     spike.run(urls).await
+}
+
+/// MariaDB down while a round sells out: admission does not need it (Redis admits, Kafka
+/// holds the coupons), the consumer retries its batch with backoff instead of skipping
+/// it, and once the database is back every coupon is persisted exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_delays_persistence_and_loses_nothing() -> anyhow::Result<()> {
+    let scope = Scope::new("mysql-down").await?;
+    let round = scope.round("outage")?;
+    let stock = 500;
+    scope.prewarm(&round, Strategy::KafkaAsync, stock, Duration::ZERO).await?;
+    let issuer = scope.start_issuer().await?;
+    let consumer = scope.start_consumer().await?;
+    let pool = scope.pool().await?;
+
+    backends(&["stop", "mysql"]).await?;
+    let database = scope.database_url.clone();
+    let outage = async {
+        let address = database.rsplit_once('@').and_then(|(_, rest)| rest.split_once('/')).map(|(a, _)| a.to_owned());
+        let address = address.context("DATABASE_URL has no host:port")?;
+        wait_until("MariaDB to refuse connections", Duration::from_secs(10), || async {
+            Ok(tokio::net::TcpStream::connect(&address).await.is_err())
+        })
+        .await?;
+        let urls = vec![issuer.issue_url(&round)];
+        let tally = Spike { users: 2_000, requests_per_user: 2, concurrency: 64 }.run(&urls).await?;
+        // The consumer has the coupons from Kafka and fails (and backs off) on the database.
+        wait_until("the consumer to fail a batch on the database", Duration::from_secs(20), || async {
+            let metrics = reqwest::get(format!("{}/metrics", consumer.base_url())).await?.text().await?;
+            Ok(metrics.lines().any(|line| {
+                line.starts_with("couponrush_consumer_errors_total{")
+                    && line.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok()).is_some_and(|n| n > 0.0)
+            }))
+        })
+        .await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        anyhow::Ok(tally)
+    }
+    .await;
+    backends(&["up", "mysql"]).await?;
+    let tally = outage?;
+    assert_eq!(tally.server_errors(), 0, "admission does not need MySQL: {:?}", tally.by_code);
+    assert_eq!(tally.count("ISSUED"), u64::from(stock));
+
+    scope.wait_for_rows(&round, u64::from(stock), Duration::from_secs(60)).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await; // a late duplicate would show now
+    check_sold_out(stock, &tally.issued, &tally.already, &rows(&pool, &round).await?)?;
+    consumer.stop().await?;
+    issuer.stop().await
 }
