@@ -101,7 +101,7 @@ export const DISTINCT = !['', '0', 'false'].includes(env('DISTINCT', ''));
 
 /**
  * The user of this iteration. DISTINCT=1: a new user every request (`<prefix><vu>-<iter>`),
- * the "every user once" load of the admission benchmark. Otherwise one of USERS users,
+ * the "every user once" load of a sustained-admission run. Otherwise one of USERS users,
  * picked by a hash of (VU, iteration): like people pressing the button at random, each
  * of the USERS users sends about REQUESTS/USERS requests (Poisson; with 100,000 requests
  * over 10,000 users all but about one user send at least one).
