@@ -1,7 +1,8 @@
 //! The operator on a real Kubernetes control plane (e2e/cluster/cluster.sh up: etcd,
 //! kube-apiserver, controller-manager, scheduler, kwok nodes) with the real Redis,
 //! Kafka and MariaDB: the CRD's validation, the whole lifecycle of an event from
-//! Warming to Completed, deletion mid-Live, and leader election between two replicas.
+//! Warming to Completed, a daily event's next round, deletion mid-Live, and leader
+//! election between two replicas.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -276,6 +277,56 @@ async fn an_event_runs_from_warming_to_completed() -> anyhow::Result<()> {
 
     consumer.stop().await?;
     issuer_service.stop().await?;
+    operator.stop().await
+}
+
+/// A daily event: round 1 opens at today's (UTC) opening time, sells out, drains and
+/// completes; then the event waits for tomorrow's round, with nothing running and
+/// nothing pre-warmed yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daily_event_completes_its_round_and_schedules_tomorrows() -> anyhow::Result<()> {
+    let cluster = cluster("daily").await?;
+    let operator = start_operator(&cluster.namespace, "operator-a").await?;
+    let api: Api<CouponEvent> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    // The schedule has minute resolution: the first whole minute at least 20 s away.
+    let now_s = jiff::Timestamp::now().as_second();
+    let opens = jiff::Timestamp::from_second((now_s + 20 + 59) / 60 * 60)?;
+    let daily = opens.to_zoned(jiff::tz::TimeZone::UTC).strftime("%H:%M").to_string();
+    let stock = 10;
+    let mut daily_event = event("daily", stock, Duration::from_secs(60), "1s")?;
+    daily_event.spec.start_time = None;
+    daily_event.spec.schedule =
+        Some(couponrush_crds::Schedule { daily: daily.clone(), time_zone: "UTC".into(), open_for: None });
+    api.create(&PostParams::default(), &daily_event).await?;
+
+    let scheduled = wait_for_phase(&api, "daily", Phase::Scheduled, Duration::from_secs(30)).await?;
+    let status = scheduled.status.context("status")?;
+    assert_eq!(status.round, Some(1));
+    assert_eq!(status.round_starts_at.map(|t| t.0), Some(opens), "round 1 at today's {daily} UTC");
+
+    wait_for_phase(&api, "daily", Phase::Live, Duration::from_secs(100)).await?;
+    let round = EventId::new(&cluster.namespace, "daily")?.round(1);
+    let (issuer, consumer) = start_workloads_as_configured(&cluster, "daily").await?;
+    let tally = Spike { users: 50, requests_per_user: 2, concurrency: 16 }.run(&[issuer.issue_url(&round)]).await?;
+    assert_eq!(tally.server_errors(), 0);
+
+    // Round 1 completes; the next pass plans round 2 for the same time tomorrow.
+    wait_until("round 2 to be scheduled", Duration::from_secs(60), || async {
+        Ok(api.get("daily").await?.status.is_some_and(|s| s.round == Some(2) && s.phase == Phase::Scheduled))
+    })
+    .await?;
+    let status = api.get("daily").await?.status.context("status")?;
+    assert_eq!(status.round_starts_at.map(|t| t.0), Some(opens + jiff::SignedDuration::from_hours(24)));
+    check_sold_out(stock, &tally.issued, &tally.already, &rows(&cluster.scope.pool().await?, &round).await?)?;
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    assert!(deployments.get_opt("daily-issuer").await?.is_none(), "nothing runs between rounds");
+    let mut redis = cluster.scope.redis().await?;
+    assert!(round_meta(&mut redis, &RoundKeys::new(&round)).await?.is_none(), "round 1's keys removed");
+    let tomorrow = EventId::new(&cluster.namespace, "daily")?.round(2);
+    assert!(round_meta(&mut redis, &RoundKeys::new(&tomorrow)).await?.is_none(), "round 2 not warmed a day early");
+
+    consumer.stop().await?;
+    issuer.stop().await?;
     operator.stop().await
 }
 
