@@ -22,6 +22,8 @@ pub enum PrewarmError {
     StockBelowIssued { requested: u32, issued: u32 },
     #[error("stock and per-user limit must be at least 1")]
     ZeroStock,
+    #[error("the queue strategy gives one coupon per user; perUser must be 1")]
+    QueueAllowsOnePerUser,
     #[error("round {0} already ran (its coupons are in MySQL); a new round needs a new number or event name")]
     RoundAlreadyRan(String),
 }
@@ -65,6 +67,10 @@ pub async fn prewarm(
 ) -> Result<Prewarmed, PrewarmError> {
     if spec.stock == 0 || spec.per_user == 0 {
         return Err(PrewarmError::ZeroStock);
+    }
+    // The queue keeps one result per user (its scheduler admits a user once).
+    if spec.strategy == Strategy::Queue && spec.per_user > 1 {
+        return Err(PrewarmError::QueueAllowsOnePerUser);
     }
     if let Some(row) = db::round_row(pool, round).await?
         && row.issued > spec.stock

@@ -32,6 +32,7 @@ pub use couponrush_core::event::Strategy;
 #[x_kube(validation = Rule::new("has(self.startTime) != has(self.schedule)").message("set exactly one of startTime (a one-off event) or schedule (a round every day)"))]
 #[x_kube(validation = Rule::new("!has(self.endTime) || !has(self.startTime) || timestamp(self.endTime) > timestamp(self.startTime)").message("endTime must be after startTime"))]
 #[x_kube(validation = Rule::new("!has(self.endTime) || has(self.startTime)").message("endTime is for a one-off event; a daily schedule closes each round with schedule.openFor"))]
+#[x_kube(validation = Rule::new("!has(self.strategy) || self.strategy != 'queue' || !has(self.perUser) || self.perUser == 1").message("the queue strategy gives one coupon per user: perUser must be 1"))]
 #[serde(rename_all = "camelCase")]
 pub struct CouponEventSpec {
     /// The coupon every winner receives.
@@ -55,7 +56,7 @@ pub struct CouponEventSpec {
     /// guarantees. Cannot change once a round has opened.
     #[serde(default)]
     pub strategy: Strategy,
-    /// Coupons one user may hold per round.
+    /// Coupons one user may hold per round (1 with the `queue` strategy).
     #[serde(default = "one")]
     #[schemars(range(min = 1, max = 100))]
     pub per_user: u32,

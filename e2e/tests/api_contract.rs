@@ -193,6 +193,76 @@ async fn a_sold_out_round_answers_before_the_token_is_checked() -> anyhow::Resul
     issuer.stop().await
 }
 
+/// `perUser: 2`: a user gets two coupons (two seqs, two rows), a third request is
+/// answered ALREADY_ISSUED with the latest seq, and GET reports that latest coupon; for
+/// every strategy that allows more than one per user.
+#[tokio::test]
+async fn a_per_user_limit_of_two_gives_two_coupons_and_no_third() -> anyhow::Result<()> {
+    for strategy in
+        [Strategy::KafkaAsync, Strategy::DbLock, Strategy::RedisLock, Strategy::RedisCounter, Strategy::RedisCounterSet]
+    {
+        let scope = Scope::new("per-user").await?;
+        let round = scope.round("two-each")?;
+        let spec =
+            RoundSpec { stock: 10, per_user: 2, start_ms: couponrush_core::wall_clock_ms(), end_ms: None, strategy };
+        scope.prewarm_spec(&round, &spec).await?;
+        let issuer = scope.start_issuer().await?;
+        let consumer = scope.start_consumer().await?;
+        let client = reqwest::Client::new();
+        let mut answers = Vec::new();
+        for user in ["ann", "ann", "ann", "bob"] {
+            let response = client.post(issuer.issue_url(&round)).bearer_auth(token(user)).send().await?;
+            let code = response.status().as_u16();
+            let body: Value = response.json().await?;
+            answers.push((code, body["status"].as_str().unwrap_or_default().to_owned(), body["seq"].as_u64()));
+        }
+        let seq = |i: usize| answers[i].2;
+        let codes: Vec<(u16, &str)> = answers.iter().map(|(code, word, _)| (*code, word.as_str())).collect();
+        assert_eq!(
+            codes,
+            [(201, "ISSUED"), (201, "ISSUED"), (200, "ALREADY_ISSUED"), (201, "ISSUED")],
+            "{strategy}: {answers:?}"
+        );
+        assert_ne!(seq(0), seq(1), "{strategy}: two coupons, two seqs");
+        assert_eq!(seq(2), seq(1), "{strategy}: the repeat names the latest coupon");
+
+        scope.wait_for_rows(&round, 3, Duration::from_secs(20)).await?;
+        let mut held = couponrush_e2e::spike::rows(&scope.pool().await?, &round).await?;
+        held.sort();
+        let expected: Vec<(String, u32)> = [("ann", seq(0)), ("ann", seq(1)), ("bob", seq(3))]
+            .into_iter()
+            .map(|(user, seq)| Ok((user.to_owned(), u32::try_from(seq.unwrap_or_default())?)))
+            .collect::<anyhow::Result<_>>()?;
+        let mut expected = expected;
+        expected.sort();
+        assert_eq!(held, expected, "{strategy}: rows");
+        let mine: Value = client.get(issuer.issue_url(&round)).bearer_auth(token("ann")).send().await?.json().await?;
+        assert_eq!(mine["seq"].as_u64(), seq(1), "{strategy}: GET names the latest coupon: {mine}");
+        assert_eq!(mine["persisted"], true, "{strategy}: {mine}");
+        consumer.stop().await?;
+        issuer.stop().await?;
+    }
+    Ok(())
+}
+
+/// The queue keeps one result per user, so a queue round with `perUser` above 1 is
+/// refused at pre-warm (and by the CRD) instead of silently giving one each.
+#[tokio::test]
+async fn a_queue_round_refuses_more_than_one_per_user() -> anyhow::Result<()> {
+    let scope = Scope::new("queue-per-user").await?;
+    let round = scope.round("two-each")?;
+    let spec = RoundSpec {
+        stock: 10,
+        per_user: 2,
+        start_ms: couponrush_core::wall_clock_ms(),
+        end_ms: None,
+        strategy: Strategy::Queue,
+    };
+    let refused = scope.prewarm_spec(&round, &spec).await.expect_err("a queue round with perUser 2");
+    assert!(format!("{refused:#}").contains("perUser must be 1"), "{refused:#}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn the_gate_opens_at_start_and_closes_at_end() -> anyhow::Result<()> {
     let scope = Scope::new("gate").await?;

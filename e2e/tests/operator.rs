@@ -182,6 +182,9 @@ async fn invalid_events_are_rejected_with_a_readable_message() -> anyhow::Result
     let mut both = event("both-starts", 10, Duration::from_secs(60), "1m")?;
     both.spec.schedule =
         Some(couponrush_crds::Schedule { daily: "10:00".into(), time_zone: "Asia/Seoul".into(), open_for: None });
+    let mut queue_two_each = event("queue-two-each", 10, Duration::from_secs(60), "1m")?;
+    queue_two_each.spec.strategy = couponrush_core::event::Strategy::Queue;
+    queue_two_each.spec.per_user = 2;
     let mut backwards = event("backwards", 10, Duration::from_secs(60), "1m")?;
     backwards.spec.end_time =
         Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time("2020-01-01T00:00:00Z".parse()?));
@@ -189,6 +192,7 @@ async fn invalid_events_are_rejected_with_a_readable_message() -> anyhow::Result
         (zero, "spec.stock: Invalid value: 0"),
         (both, "set exactly one of startTime"),
         (backwards, "endTime must be after startTime"),
+        (queue_two_each, "the queue strategy gives one coupon per user"),
     ] {
         match api.create(&PostParams::default(), &manifest).await {
             Err(kube::Error::Api(status)) => {

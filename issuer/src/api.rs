@@ -211,10 +211,17 @@ async fn read_result(state: &AppState, live: &LiveRound, user: &str) -> Result<R
     if live.strategy != Strategy::KafkaAsync {
         return Ok(Reply::MyResult { seq: persisted.last().copied(), persisted: true, round });
     }
+    // The latest coupon the user holds (the highest slot), as for the other strategies.
     let mut redis = state.redis.clone();
-    let admitted: Option<u32> =
-        redis.hget(&live.keys.winners, winner_field(user, 1)).await.map_err(IssueError::ReadResult)?;
-    Ok(match admitted {
+    let per_user: Option<u32> = redis.hget(&live.keys.meta, "per_user").await.map_err(IssueError::ReadResult)?;
+    let fields: Vec<String> = (1..=per_user.unwrap_or(1).max(1)).map(|slot| winner_field(user, slot)).collect();
+    let held: Vec<Option<u32>> = redis::cmd("HMGET")
+        .arg(&live.keys.winners)
+        .arg(&fields)
+        .query_async(&mut redis)
+        .await
+        .map_err(IssueError::ReadResult)?;
+    Ok(match held.into_iter().flatten().last() {
         Some(seq) => Reply::MyResult { seq: Some(seq), persisted: persisted.contains(&seq), round },
         None => Reply::MyResult { seq: None, persisted: false, round },
     })
