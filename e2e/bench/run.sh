@@ -315,7 +315,17 @@ run_load() {
 }
 
 answers() { # answers LABEL WORD: how many answers carried this status word
-  jq -r ".by_status.$2 // 0" "$BENCH_WORK/runs/$1/report.json"
+  python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["by_status"].get(sys.argv[2], 0))' \
+    "$BENCH_WORK/runs/$1/report.json" "$2"
+}
+
+# apt_install PACKAGE...: installs what is missing (as root), quietly; returns non-zero on failure.
+apt_install() {
+  ((EUID == 0)) || return 1
+  log "installing $* (apt-get)"
+  { apt-get -q -o DPkg::Lock::Timeout=300 update &&
+    DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300 install -y --no-install-recommends "$@"; } \
+    >>"$BENCH_WORK/apt.log" 2>&1
 }
 
 opens_at() { # epoch ms OPEN_DELAY_S from now
@@ -332,6 +342,15 @@ prewarm() { # prewarm NAME STOCK STRATEGY OPENS_AT_MS
 # ----------------------------------------------------------------------------- setup
 
 log "work files: $BENCH_WORK"
+# GNU time measures the generator's CPU; perf takes the profile (optional: without it the
+# report says so).
+if [[ ! -x /usr/bin/time ]]; then
+  apt_install time || die "GNU time (/usr/bin/time) is missing and could not be installed (see $BENCH_WORK/apt.log)"
+fi
+if [[ $PROFILE == 1 ]] && ! command -v perf >/dev/null; then
+  apt_install linux-perf || log "perf could not be installed; no profile (see $BENCH_WORK/apt.log)"
+fi
+
 log "building the issuer, the consumer and the load generator (release)"
 t0=$EPOCHREALTIME
 cargo build --release -q -p couponrush-issuer -p couponrush-consumer -p couponrush-e2e \
