@@ -24,8 +24,9 @@ pub fn dead_letter_topic(topic: &str) -> String {
 /// counts as failed (and its admission is rolled back unless already confirmed).
 ///
 /// The linger is the price of a 201 (it waits for the ack) against the cost per coupon:
-/// measured on the benchmark machine, 5 ms instead of 2 ms cut the issuer's CPU per
-/// admission from 47 to 29 µs and the broker's from 37 to 11 µs (e2e/bench, BENCH.md).
+/// measured on the benchmark machine (a probe against a warm broker, 512 connections;
+/// BENCH.md), 5 ms instead of 2 ms cut the issuer's CPU per admission from 47 to 29 µs
+/// and the broker's from 37 to 11 µs.
 pub fn producer_config(brokers: &str, delivery_timeout: Duration) -> ClientConfig {
     let mut config = ClientConfig::new();
     config

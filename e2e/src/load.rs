@@ -96,12 +96,13 @@ pub struct Report {
     pub connections: usize,
     /// Requests that got an HTTP answer.
     pub answered: u64,
-    /// Seconds from the first due time to the last answer.
+    /// Seconds from the first due time to the last HTTP answer.
     pub window_s: f64,
     /// Answered requests per second of the window.
     pub achieved_per_s: f64,
     /// Latency from each request's due time (or from its sending, if that was earlier):
-    /// what a user arriving on schedule waited.
+    /// what a user arriving on schedule waited; requests without an answer count with
+    /// the time until they were given up.
     pub from_due_ms: Quantiles,
     /// Latency from the moment each request was written: the server's (and the network's) share.
     pub service_ms: Quantiles,
@@ -132,12 +133,15 @@ const TIMER_TICK: Duration = Duration::from_millis(1);
 
 type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
 
-async fn connect(addr: SocketAddr) -> anyhow::Result<Sender> {
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    Ok(sender)
+async fn connect(addr: SocketAddr, timeout: Duration) -> anyhow::Result<Sender> {
+    tokio::time::timeout(timeout, async {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        Ok(sender)
+    })
+    .await?
 }
 
 /// The `"status"` word of a couponrush JSON answer, found without parsing the whole body.
@@ -149,12 +153,16 @@ fn status_word(body: &[u8]) -> Option<String> {
 }
 
 impl Plan {
-    /// Opens the connections, then runs the schedule starting now.
-    pub async fn run(self) -> anyhow::Result<Report> {
+    /// Opens the connections, then runs the schedule, starting at `opens_at_ms` (epoch
+    /// ms, e.g. a round's opening) if given, else at once: the first request is due then.
+    pub async fn run(self, opens_at_ms: Option<i64>) -> anyhow::Result<Report> {
         let plan = Arc::new(self);
         let mut senders = Vec::with_capacity(plan.connections);
         for _ in 0..plan.connections {
-            senders.push(connect(plan.addr).await?);
+            senders.push(connect(plan.addr, plan.timeout).await?);
+        }
+        if let Some(wait_ms) = opens_at_ms.map(|at| at - couponrush_core::wall_clock_ms()).filter(|ms| *ms > 0) {
+            tokio::time::sleep(Duration::from_millis(u64::try_from(wait_ms)?)).await;
         }
         let next = Arc::new(AtomicU64::new(0));
         let start = Instant::now();
@@ -196,11 +204,13 @@ impl Plan {
         let mut last_answer_us = 0;
         for outcome in outcomes {
             report.late_sends += u64::from(outcome.late);
-            last_answer_us = last_answer_us.max(outcome.answered_at_us);
+            // A request that got no answer counts in the latency from the due time as
+            // what its user waited before giving up, so errors never make it look better.
+            from_due.push(outcome.from_due_us);
             match outcome.answer {
                 Answer::Http(code, word) => {
                     report.answered += 1;
-                    from_due.push(outcome.from_due_us);
+                    last_answer_us = last_answer_us.max(outcome.answered_at_us);
                     service.push(outcome.service_us);
                     *report.by_code.entry(code).or_default() += 1;
                     if let Some(word) = word {
@@ -246,12 +256,16 @@ async fn connection_loop(
         // early keeps the sends on schedule (to within a millisecond either way).
         tokio::time::sleep_until(due.checked_sub(TIMER_TICK).unwrap_or(due).into()).await;
         let request = plan.request(k)?;
-        let mut current = match sender.take() {
+        // A connection the server closed since (idle timeout, `Connection: close`) is
+        // replaced before sending, so that is not counted as a failed request.
+        let mut current = match sender.take().filter(|current| !current.is_closed()) {
             Some(current) => current,
-            None => match connect(plan.addr).await {
+            None => match connect(plan.addr, plan.timeout).await {
                 Ok(fresh) => fresh,
                 Err(_) => {
-                    outcomes.push(outcome(start, due, Instant::now(), Answer::Transport));
+                    let mut failed = outcome(start, due, Instant::now(), Answer::Transport);
+                    failed.late = false; // nothing was sent
+                    outcomes.push(failed);
                     continue;
                 }
             },

@@ -53,7 +53,7 @@ fn plan(addr: std::net::SocketAddr, rate: f64, connections: usize, users: u32, r
 #[tokio::test]
 async fn every_request_is_sent_once_as_its_user_and_tallied() -> anyhow::Result<()> {
     let (addr, seen) = slow_server(Duration::ZERO).await?;
-    let report = plan(addr, 2_000.0, 8, 50, 1_000)?.run().await?;
+    let report = plan(addr, 2_000.0, 8, 50, 1_000)?.run(None).await?;
     assert_eq!(report.requests, 1_000);
     assert_eq!(report.answered, 1_000);
     assert_eq!(report.by_code.get(&201), Some(&1_000));
@@ -64,6 +64,7 @@ async fn every_request_is_sent_once_as_its_user_and_tallied() -> anyhow::Result<
     assert!(seen.values().all(|n| *n == 20), "each user 1,000 / 50 times: {seen:?}");
     // The schedule spreads the requests over 0.5 s; an answer cannot come before its due time.
     assert!(report.window_s >= 0.49, "window {} s", report.window_s);
+    assert!(report.window_s < 1.5, "window {} s: the generator fell far behind its schedule", report.window_s);
     Ok(())
 }
 
@@ -72,7 +73,7 @@ async fn a_server_that_falls_behind_shows_in_latency_from_the_due_time() -> anyh
     // 2 connections × 1 answer per 20 ms = 100/s at most, offered 500/s for 0.2 s: the
     // last requests wait about 0.8 s in the generator before they can even be sent.
     let (addr, _) = slow_server(Duration::from_millis(20)).await?;
-    let report = plan(addr, 500.0, 2, 10, 100)?.run().await?;
+    let report = plan(addr, 500.0, 2, 10, 100)?.run(None).await?;
     assert_eq!(report.answered, 100);
     assert!(report.service_ms.p99 < 200.0, "service p99 {} ms", report.service_ms.p99);
     assert!(report.from_due_ms.p99 > 500.0, "from-due p99 {} ms hides the queue", report.from_due_ms.p99);

@@ -124,15 +124,7 @@ fn main() -> anyhow::Result<()> {
     } else {
         tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()?
     };
-    let report = runtime.block_on(async {
-        if let Some(opens_at_ms) = args.opens_at_ms {
-            let wait_ms = opens_at_ms - couponrush_core::wall_clock_ms();
-            if wait_ms > 0 {
-                tokio::time::sleep(Duration::from_millis(u64::try_from(wait_ms)?)).await;
-            }
-        }
-        plan.run().await
-    })?;
+    let report = runtime.block_on(plan.run(args.opens_at_ms))?;
     print_summary(&args, users, minting, &report);
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?).with_context(|| format!("writing {path:?}"))?;
