@@ -9,8 +9,9 @@ demo:
 test:
 	e2e/test.sh
 
-## The benchmark report (every strategy, the seed spike and sustained admission, beside
-## the machine's ceiling); writes e2e/bench/results/<date>.md. Takes a while.
+## The benchmark report (every strategy: the seed spike, the admission path and the
+## sold-out path, beside the machine's ceiling, with couponrush-load as the generator);
+## writes e2e/bench/results/<date>.md. About 8 minutes.
 bench:
 	e2e/bench/run.sh
 
