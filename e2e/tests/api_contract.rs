@@ -196,7 +196,8 @@ async fn a_sold_out_round_answers_before_the_token_is_checked() -> anyhow::Resul
 /// `perUser: 2`: a user gets two coupons (two seqs, two rows), a third request is
 /// answered ALREADY_ISSUED with the latest seq, and GET reports that latest coupon; for
 /// every strategy that allows more than one per user.
-#[tokio::test]
+// The in-process consumer reads its lag with block_in_place: a multi-threaded runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_per_user_limit_of_two_gives_two_coupons_and_no_third() -> anyhow::Result<()> {
     for strategy in
         [Strategy::KafkaAsync, Strategy::DbLock, Strategy::RedisLock, Strategy::RedisCounter, Strategy::RedisCounterSet]
@@ -302,7 +303,8 @@ async fn the_gate_opens_at_start_and_closes_at_end() -> anyhow::Result<()> {
     issuer.stop().await
 }
 
-#[tokio::test]
+// The in-process consumer reads its lag with block_in_place: a multi-threaded runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_are_safe_and_results_are_readable() -> anyhow::Result<()> {
     let scope = Scope::new("results").await?;
     let round = scope.round("results")?;
@@ -346,7 +348,8 @@ async fn retries_are_safe_and_results_are_readable() -> anyhow::Result<()> {
     issuer.stop().await
 }
 
-#[tokio::test]
+// The in-process consumer reads its lag with block_in_place: a multi-threaded runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torn_down_round_is_never_prewarmed_again() -> anyhow::Result<()> {
     let scope = Scope::new("rewarm").await?;
     let round = scope.round("once")?;
