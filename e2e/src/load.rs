@@ -77,15 +77,17 @@ pub struct Quantiles {
 impl Quantiles {
     fn of(mut micros: Vec<u32>) -> Self {
         micros.sort_unstable();
-        let at = |q: f64| {
-            if micros.is_empty() {
-                return 0.0;
-            }
-            let index = ((micros.len() - 1) as f64 * q).round() as usize;
-            f64::from(micros[index.min(micros.len() - 1)]) / 1000.0
-        };
+        let at = |q: f64| quantile(&micros, q).map_or(0.0, |us| f64::from(us) / 1000.0);
         Self { p50: at(0.5), p90: at(0.9), p95: at(0.95), p99: at(0.99), p999: at(0.999), max: at(1.0) }
     }
+}
+
+/// The `q` quantile (0..=1) of `sorted` (nearest rank), `None` if it is empty. The one
+/// definition the load generator's report and the spike driver's tally share.
+pub fn quantile<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
+    let last = sorted.len().checked_sub(1)?;
+    let index = (last as f64 * q).round() as usize;
+    sorted.get(index.min(last)).copied()
 }
 
 /// The result of a run (the benchmark's report reads this as JSON).

@@ -58,11 +58,7 @@ impl Tally {
 
     /// The `q` quantile (0..=1) of the answered requests' latency.
     pub fn latency(&self, q: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let index = ((self.latencies.len() - 1) as f64 * q).round() as usize;
-        self.latencies[index.min(self.latencies.len() - 1)]
+        crate::load::quantile(&self.latencies, q).unwrap_or_default()
     }
 
     pub fn server_errors(&self) -> u64 {
