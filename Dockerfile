@@ -1,19 +1,24 @@
-# syntax=docker/dockerfile:1
 # One image with the three couponrush binaries:
 #   /usr/local/bin/couponrush-operator  (the ENTRYPOINT)
 #   /usr/local/bin/couponrush-issuer
 #   /usr/local/bin/couponrush-consumer
 # The issuer and consumer Deployments set `command` to their binary.
 #
-#   docker build -t ghcr.io/couponrush/couponrush:0.1.0 .
+#   DOCKER_BUILDKIT=1 docker build -t ghcr.io/couponrush/couponrush:0.1.0 .
+#
+# The two base images are build arguments so that a machine without an image registry can
+# name images it built itself (e2e/pods/images.sh does: a Rust toolchain on a debootstrap
+# base, and a distroless-like runtime with glibc, libgcc_s, CA certificates and a nonroot
+# user). The defaults are the public images.
+ARG RUST_IMAGE=rust:1-bookworm
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
-FROM rust:1-bookworm AS builder
-# librdkafka is built from source by rdkafka-sys (make + gcc, both in the image) and
-# needs zlib. LIBZ_SYS_STATIC=1 links zlib statically, so the binaries do not need a
-# libz.so.1 in the runtime image (the check below fails the build if they do).
-RUN apt-get update \
- && apt-get install -y --no-install-recommends zlib1g-dev \
- && rm -rf /var/lib/apt/lists/*
+FROM ${RUST_IMAGE} AS builder
+# librdkafka is built from source by rdkafka-sys (make + gcc) and needs zlib.
+# LIBZ_SYS_STATIC=1 links zlib statically, so the binaries need no libz.so.1 in the runtime
+# image (the check below fails the build if they do).
+RUN command -v cc && test -e /usr/include/zlib.h \
+ || (apt-get update && apt-get install -y --no-install-recommends zlib1g-dev && rm -rf /var/lib/apt/lists/*)
 ENV LIBZ_SYS_STATIC=1 \
     CARGO_TERM_COLOR=never
 WORKDIR /src
@@ -27,7 +32,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
        target/release/couponrush-consumer /out/ \
  && ! ldd /out/* | grep -E 'libz\.so|not found'
 
-FROM gcr.io/distroless/cc-debian12:nonroot
+FROM ${RUNTIME_IMAGE}
 COPY --from=builder /out/couponrush-operator /out/couponrush-issuer /out/couponrush-consumer /usr/local/bin/
 USER 65532:65532
 EXPOSE 9443

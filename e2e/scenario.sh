@@ -1,17 +1,27 @@
 #!/usr/bin/env bash
 # The end-to-end scenario, written once, run against a cluster provider:
-#   e2e/scenario.sh local   the control plane of e2e/cluster with kwok nodes (default;
-#                           part of `make test`). Pods do not run there, so the operator,
-#                           issuer and consumer run as local processes — the issuer and
-#                           consumer with exactly the configuration the operator wrote
-#                           into their Deployments.
-#   e2e/scenario.sh kind    a kind cluster with real pods: builds and loads the image,
-#                           runs Redis, MariaDB and Kafka in the cluster. Needs Docker and
-#                           kind; skipped with a message elsewhere.
+#   e2e/scenario.sh local   the control plane of e2e/cluster with kwok nodes. Pods do not run
+#                           there, so the operator, issuer and consumer run as local processes
+#                           — the issuer and consumer with exactly the configuration the operator
+#                           wrote into their Deployments. Fast; checks the operator's logic.
+#   e2e/scenario.sh pods    real pods on a real node of this machine (e2e/pods/node.sh: kubelet,
+#                           containerd, kube-proxy, CoreDNS) with the images e2e/pods/images.sh
+#                           builds here: the operator runs as a pod under the chart's
+#                           ServiceAccount, Redis, MariaDB and Kafka run as pods, the issuer and
+#                           consumer pods go Ready by their kubelet probes, the spike goes through
+#                           the issuer Service, and the namespaces enforce Pod Security
+#                           `restricted`. Part of `make test`.
+#   e2e/scenario.sh pods-faults   the same node, two operator replicas: the leader pod is deleted
+#                           during Warming, an issuer pod and the consumer pod are force-deleted
+#                           mid-spike; still exactly stock rows and every 201 persisted.
+#   e2e/scenario.sh kind    the `pods` scenario on a kind cluster (a machine with Docker and kind,
+#                           where nodes may run privileged): builds the image with `docker build`,
+#                           loads the images into kind. Skipped with a message elsewhere.
 # Steps: helm install → apply the seed CouponEvent (1,000 coupons) starting shortly →
-# Warming (Deployments, pre-warmed keys) → Live → the seed spike → SoldOut → Draining →
-# Completed (issued = persisted = 1,000, workloads removed) → `kubectl get couponevents`
-# → helm uninstall leaves nothing of couponrush but the CRD (and the event, the record).
+# Warming (Deployments, pre-warmed keys) → Live → the seed spike (10,000 users, 100,000
+# requests) → SoldOut → Draining → Completed (issued = persisted = 1,000, workloads removed)
+# → `kubectl get couponevents` → helm uninstall leaves nothing of couponrush but the CRD
+# (and the event, the record).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 provider=${1:-local}
@@ -19,7 +29,6 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cou
 state="${COUPONRUSH_STATE_DIR:-$PWD/.state}/scenario"
 mkdir -p "$state"
 say() { echo "[scenario $(date +%H:%M:%S)] $*"; }
-fail() { say "FAILED: $*"; exit 1; }
 
 pids=()
 cleanup() {
@@ -28,6 +37,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
+ns=marketing
+release_ns=couponrush-system
+stock=1000
+issuer_replicas=3   # 20,000 req/s on t3.medium (the seed event's capacity)
+capacity_patch=""
+operator_replicas=1
+faults=""
+in_cluster=""
 case "$provider" in
   local)
     e2e/backends.sh up redis mysql kafka >/dev/null
@@ -42,34 +59,90 @@ case "$provider" in
     helm_image=()
     backends_redis=$REDIS_URL backends_db=$DATABASE_URL backends_kafka=$KAFKA_BROKERS
     ;;
+  pods|pods-faults)
+    [ "$provider" = pods-faults ] && faults=yes && operator_replicas=2
+    in_cluster=yes
+    e2e/pods/node.sh up
+    eval "$(e2e/pods/node.sh env)"
+    kubectl="$COUPONRUSH_K8S_BIN_DIR/kubectl"
+    helm="$COUPONRUSH_TOOLS_BIN_DIR/helm"
+    cargo build -q -p couponrush-e2e --bin couponrush-spike
+    spike=("$CARGO_TARGET_DIR/debug/couponrush-spike")
+    images=(redis="$IMAGE_REDIS" mariadb="$IMAGE_MARIADB" kafka="$IMAGE_KAFKA")
+    couponrush_image=$IMAGE_COUPONRUSH
+    # The node has two CPUs: one issuer (900m) and one consumer (500m) beside the operator,
+    # the backends and CoreDNS. The event says so in its capacity.
+    issuer_replicas=1
+    capacity_patch='{"spec":{"capacity":{"expectedPeakRps":7000,"maxReplicas":1}}}'
+    ;;
   kind)
-    if ! command -v kind >/dev/null || ! command -v docker >/dev/null || ! docker info >/dev/null 2>&1; then
-      say "SKIPPED: the kind scenario needs Docker and kind, and this machine has no container engine."
-      say "On a machine with both: e2e/scenario.sh kind"
+    if ! command -v kind >/dev/null || ! command -v docker >/dev/null || ! docker info >/dev/null 2>&1 \
+      || ! kind get clusters >/dev/null 2>&1; then
+      say "SKIPPED: the kind scenario needs Docker and kind (nodes run as privileged containers)."
+      say "On a machine with both: e2e/scenario.sh kind. Here the same scenario runs as: e2e/scenario.sh pods"
       exit 0
     fi
+    in_cluster=yes
     kind get clusters | grep -qx couponrush || kind create cluster --name couponrush
-    docker build -t couponrush:e2e .
-    kind load docker-image couponrush:e2e --name couponrush
+    e2e/pods/images.sh build >"$state/images.env"
+    couponrush_image=$(sed -n 's/^couponrush=//p' "$state/images.env")
+    images=()
+    for name in redis mariadb kafka; do images+=("$name=$(sed -n "s/^$name=//p" "$state/images.env")"); done
+    for image in "$couponrush_image" "${images[@]#*=}"; do kind load docker-image "$image" --name couponrush; done
     kubectl=kubectl helm=helm
-    $kubectl apply -f e2e/kind/backends.yaml
-    $kubectl -n couponrush-backends rollout status statefulset --timeout=300s
-    helm_image=(--set operator.image.repository=couponrush --set operator.image.tag=e2e
-      --set issuer.image.repository=couponrush --set issuer.image.tag=e2e
-      --set consumer.image.repository=couponrush --set consumer.image.tag=e2e)
-    backends_redis=redis://redis.couponrush-backends:6379
-    backends_db=mysql://couponrush:couponrush@mariadb.couponrush-backends:3306/couponrush
-    backends_kafka=kafka.couponrush-backends:9092
-    bin=""
+    cargo build -q -p couponrush-e2e --bin couponrush-spike
+    spike=("$CARGO_TARGET_DIR/debug/couponrush-spike")
     ;;
-  *) echo "usage: e2e/scenario.sh [local|kind]" >&2; exit 2 ;;
+  *) echo "usage: e2e/scenario.sh [local|pods|pods-faults|kind]" >&2; exit 2 ;;
 esac
 
-ns=marketing
 event="opening-day-$(date +%s)"
+fail() {
+  say "FAILED: $*"
+  if [ -n "$in_cluster" ]; then
+    $kubectl get pods -A -o wide 2>&1 | sed 's/^/  /' || true
+    $kubectl -n "$release_ns" logs -l app.kubernetes.io/component=operator --tail=40 --prefix 2>&1 | sed 's/^/  /' || true
+    $kubectl -n "$ns" get events --sort-by=.lastTimestamp 2>&1 | tail -n 20 | sed 's/^/  /' || true
+  fi
+  exit 1
+}
+
+if [ -n "$in_cluster" ]; then
+  # Redis, MariaDB, Kafka as pods (a fresh set per run: their data is the run's).
+  $kubectl delete namespace couponrush-backends --ignore-not-found --wait=true --timeout=120s >/dev/null
+  manifest=$(cat e2e/pods/backends.yaml)
+  for entry in "${images[@]}"; do
+    name=${entry%%=*} upper=$(echo "${entry%%=*}" | tr a-z A-Z)
+    manifest=${manifest//@${upper}_IMAGE@/${entry#*=}}
+  done
+  $kubectl apply -f - <<<"$manifest" >/dev/null
+  say "backends: Redis, MariaDB, Kafka pods starting"
+  for name in redis mariadb kafka; do
+    $kubectl -n couponrush-backends rollout status "statefulset/$name" --timeout=240s >/dev/null \
+      || fail "backend $name not ready"
+  done
+  backends_redis=redis://redis.couponrush-backends.svc.cluster.local:6379
+  backends_db=mysql://couponrush:couponrush@mariadb.couponrush-backends.svc.cluster.local:3306/couponrush
+  backends_kafka=kafka.couponrush-backends.svc.cluster.local:9092
+  # The host reaches MariaDB (to count rows) and the issuer through their Service IPs:
+  # kube-proxy's rules apply to the node's own traffic too.
+  db_from_host="mysql://couponrush:couponrush@$($kubectl -n couponrush-backends get service mariadb -o jsonpath='{.spec.clusterIP}'):3306/couponrush"
+  # Pod Security: the operator's and the event's namespaces admit only `restricted` pods.
+  for namespace in "$release_ns" "$ns"; do
+    $kubectl create namespace "$namespace" --dry-run=client -o yaml | $kubectl apply -f - >/dev/null
+    $kubectl label namespace "$namespace" --overwrite pod-security.kubernetes.io/enforce=restricted \
+      pod-security.kubernetes.io/enforce-version=latest >/dev/null
+  done
+  repo=${couponrush_image%:*} tag=${couponrush_image##*:}
+  helm_image=(--set "operator.image.repository=$repo" --set "operator.image.tag=$tag"
+    --set "issuer.image.repository=$repo" --set "issuer.image.tag=$tag"
+    --set "consumer.image.repository=$repo" --set "consumer.image.tag=$tag"
+    --set "operator.replicas=$operator_replicas" --set operator.logJson=false)
+fi
+
 say "helm install (provider: $provider)"
-$helm upgrade --install couponrush charts/couponrush --namespace couponrush-system --create-namespace \
-  "${helm_image[@]}" --wait --timeout 120s >/dev/null
+$helm upgrade --install couponrush charts/couponrush --namespace "$release_ns" --create-namespace \
+  "${helm_image[@]}" --wait --timeout 180s >/dev/null || fail "helm install"
 $kubectl create namespace "$ns" --dry-run=client -o yaml | $kubectl apply -f - >/dev/null
 $kubectl -n "$ns" create secret generic couponrush-backends --dry-run=client -o yaml \
   --from-literal=REDIS_URL="$backends_redis" --from-literal=DATABASE_URL="$backends_db" \
@@ -78,18 +151,31 @@ $kubectl -n "$ns" create secret generic couponrush-backends --dry-run=client -o 
 if [ "$provider" = local ]; then
   # The chart's operator pod is a kwok fake; the real operator runs here, elected
   # through the same Lease as any replica.
-  LISTEN=127.0.0.1:0 LEADER_ELECTION_NAMESPACE=couponrush-system POD_NAME=scenario-operator \
+  LISTEN=127.0.0.1:0 LEADER_ELECTION_NAMESPACE=$release_ns POD_NAME=scenario-operator \
     ISSUER_IMAGE=couponrush:e2e CONSUMER_IMAGE=couponrush:e2e RUST_LOG=warn \
     "$bin/couponrush-operator" >"$state/operator.log" 2>&1 &
   pids+=($!)
+else
+  # The operator is a pod of the chart, under the chart's ServiceAccount (no admin credentials).
+  sa=$($kubectl -n "$release_ns" get pods -l app.kubernetes.io/component=operator -o jsonpath='{.items[*].spec.serviceAccountName}')
+  want_sa=$($kubectl -n "$release_ns" get serviceaccounts -l app.kubernetes.io/part-of=couponrush -o jsonpath='{.items[0].metadata.name}')
+  [ -n "$want_sa" ] && [ "$(echo "$sa" | tr ' ' '\n' | sort -u)" = "$want_sa" ] \
+    || fail "operator pods run as ServiceAccount '$sa', expected the chart's '$want_sa'"
+  say "operator: $operator_replicas pod(s) Ready under ServiceAccount $want_sa"
 fi
 
-start_ms=$(( $(date +%s%3N) + 25000 ))
+# In-cluster, the workloads need time to start as pods: a longer lead (and, with faults, room
+# for a new leader to take over during Warming).
+lead_ms=25000 warmup=15s
+[ -n "$in_cluster" ] && lead_ms=45000 warmup=35s
+[ -n "$faults" ] && lead_ms=75000 warmup=65s
+start_ms=$(( $(date +%s%3N) + lead_ms ))
 start=$(date -u -d "@$((start_ms / 1000)).$((start_ms % 1000))" +%Y-%m-%dT%H:%M:%S.%3NZ)
-say "applying the seed event $ns/$event: 1,000 coupons at $start (warm-up 15s, teardown 5s)"
+say "applying the seed event $ns/$event: $stock coupons at $start (warm-up $warmup, teardown 5s)"
 sed -e "s/^  name: opening-day$/  name: $event/" -e "s/^  startTime: .*/  startTime: \"$start\"/" \
-  -e "s/^  warmup: .*/  warmup: 15s/" -e "s/^  teardownAfter: .*/  teardownAfter: 5s/" examples/opening-day.yaml \
+  -e "s/^  warmup: .*/  warmup: $warmup/" -e "s/^  teardownAfter: .*/  teardownAfter: 5s/" examples/opening-day.yaml \
   | $kubectl apply -f - >/dev/null
+[ -z "$capacity_patch" ] || $kubectl -n "$ns" patch couponevent "$event" --type merge -p "$capacity_patch" >/dev/null
 
 phase() { $kubectl -n "$ns" get couponevent "$event" -o jsonpath='{.status.phase}' 2>/dev/null; }
 wait_phase() {
@@ -106,7 +192,15 @@ for component in issuer consumer; do
   $kubectl -n "$ns" get deployment "$event-$component" >/dev/null || fail "no $component Deployment"
 done
 replicas=$($kubectl -n "$ns" get deployment "$event-issuer" -o jsonpath='{.spec.replicas}')
-[ "$replicas" = 3 ] || fail "issuer replicas $replicas, expected 3 for 20,000 req/s on t3.medium"
+[ "$replicas" = "$issuer_replicas" ] || fail "issuer replicas $replicas, expected $issuer_replicas for the event's capacity"
+
+if [ -n "$faults" ]; then
+  # The leader pod goes away during Warming; the standby must take the Lease and finish.
+  leader=$($kubectl -n "$release_ns" get lease couponrush-operator -o jsonpath='{.spec.holderIdentity}')
+  [ -n "$leader" ] || fail "no operator holds the Lease"
+  $kubectl -n "$release_ns" delete pod "$leader" --grace-period=0 --force >/dev/null 2>&1 || fail "deleting leader $leader"
+  say "fault: deleted the leader operator pod $leader during Warming"
+fi
 
 if [ "$provider" = local ]; then
   key="cr:{$ns/$event:1}:meta"
@@ -123,25 +217,41 @@ if [ "$provider" = local ]; then
   pids+=($!)
   issuer_url=http://127.0.0.1:18180
   spike=("$bin/couponrush-spike")
+  db_from_host=$backends_db
 else
-  $kubectl -n "$ns" rollout status deployment "$event-issuer" --timeout=180s
-  $kubectl -n "$ns" port-forward "service/$event-issuer" 18180:80 >"$state/port-forward.log" 2>&1 &
-  pids+=($!)
-  $kubectl -n couponrush-backends port-forward service/mariadb 13306:3306 >"$state/port-forward-db.log" 2>&1 &
-  pids+=($!)
-  issuer_url=http://127.0.0.1:18180
-  backends_db=mysql://couponrush:couponrush@127.0.0.1:13306/couponrush
-  spike=(cargo run -q --release -p couponrush-e2e --bin couponrush-spike --)
+  # Ready by the kubelet's own probes.
+  for component in issuer consumer; do
+    $kubectl -n "$ns" rollout status deployment "$event-$component" --timeout=120s >/dev/null \
+      || fail "$component pods not Ready"
+  done
+  $kubectl -n "$ns" get pods -o wide
+  issuer_url="http://$($kubectl -n "$ns" get service "$event-issuer" -o jsonpath='{.spec.clusterIP}'):$($kubectl -n "$ns" get service "$event-issuer" -o jsonpath='{.spec.ports[0].port}')"
 fi
 
-wait_phase Live 60
-"${spike[@]}" --issuer "$issuer_url" --event "$ns/$event" --stock 1000 --users 10000 --requests 100000 \
-  --concurrency 128 --opens-at-ms "$start_ms" --database-url "$backends_db"
+wait_phase Live $(( lead_ms / 1000 + 30 ))
+spike_args=(--issuer "$issuer_url" --event "$ns/$event" --stock "$stock" --users 10000 --requests 100000
+  --concurrency 128 --opens-at-ms "$start_ms" --database-url "$db_from_host")
+if [ -n "$faults" ]; then
+  # Mid-spike: an issuer pod and then the consumer pod are force-deleted (their Deployments
+  # replace them). Requests in flight on the killed issuer fail; the spike's users retry.
+  (
+    sleep_until() { local now; now=$(date +%s%3N); [ "$1" -le "$now" ] || sleep "$(awk -v ms=$(( $1 - now )) 'BEGIN { print ms / 1000 }')"; }
+    sleep_until $((start_ms + 300))
+    $kubectl -n "$ns" delete pod -l app.kubernetes.io/component=issuer,couponrush.io/event=$event --grace-period=0 --force --wait=false >/dev/null 2>&1
+    say "fault: force-deleted the issuer pod(s) mid-spike"
+    sleep_until $((start_ms + 700))
+    $kubectl -n "$ns" delete pod -l app.kubernetes.io/component=consumer,couponrush.io/event=$event --grace-period=0 --force --wait=false >/dev/null 2>&1
+    say "fault: force-deleted the consumer pod mid-spike"
+  ) &
+  pids+=($!)
+  spike_args+=(--tolerate-transport-errors true)
+fi
+"${spike[@]}" "${spike_args[@]}" || fail "the spike's guarantees did not hold"
 
-wait_phase Completed 120
+wait_phase Completed 180
 status() { $kubectl -n "$ns" get couponevent "$event" -o jsonpath="{.status.$1}"; }
-[ "$(status issued)" = 1000 ] && [ "$(status persisted)" = 1000 ] \
-  || fail "status issued=$(status issued) persisted=$(status persisted), expected 1000 and 1000"
+[ "$(status issued)" = "$stock" ] && [ "$(status persisted)" = "$stock" ] \
+  || fail "status issued=$(status issued) persisted=$(status persisted), expected $stock and $stock"
 for component in issuer consumer; do
   if $kubectl -n "$ns" get deployment "$event-$component" >/dev/null 2>&1; then fail "$component Deployment left after Completed"; fi
 done
@@ -153,9 +263,9 @@ echo
 # and uninstalling must leave nothing of couponrush but the CRD.
 $kubectl -n "$ns" delete couponevent "$event" --wait=true --timeout=60s >/dev/null
 say "helm uninstall"
-$helm uninstall couponrush --namespace couponrush-system --wait >/dev/null
+$helm uninstall couponrush --namespace "$release_ns" --wait >/dev/null
 leftovers() {
-  for namespace in couponrush-system "$ns"; do
+  for namespace in "$release_ns" "$ns"; do
     $kubectl -n "$namespace" get deployments,services,poddisruptionbudgets,serviceaccounts,roles,rolebindings \
       -l app.kubernetes.io/part-of=couponrush -o name 2>/dev/null
   done
@@ -167,4 +277,4 @@ until [ -z "$(leftovers)" ]; do
   sleep 1
 done
 $kubectl get crd couponevents.couponrush.io >/dev/null || fail "the CRD must stay after helm uninstall"
-say "PASSED: 1,000 issued, 1,000 persisted, workloads removed, only the CRD left"
+say "PASSED ($provider): $stock issued, $stock persisted, workloads removed, only the CRD left"

@@ -6,21 +6,24 @@
 #   e2e/cluster/build.sh k8s            kube-apiserver, kube-controller-manager, kube-scheduler,
 #                                       kubectl, etcd, kwok, kwokctl
 #   e2e/cluster/build.sh tools          helm, k6
+#   e2e/cluster/build.sh node           kubelet, kube-proxy, coredns, pause (the real-pods node,
+#                                       e2e/pods/node.sh)
 #   e2e/cluster/build.sh print-bin-dir  the bin dir of the cluster binaries
 #   e2e/cluster/build.sh print-tools-dir
 #   e2e/cluster/build.sh versions       one `name version` line per binary
-#   e2e/cluster/build.sh check [k8s|tools]  exit 0 iff those binaries are all built
+#   e2e/cluster/build.sh check [k8s|tools|node]  exit 0 iff those binaries are all built
 #   e2e/cluster/build.sh bump           regenerate k8s/go.mod for $K8S_VERSION (then commit it)
 #
 # Where things go (outside the repo, keyed by version):
 #   ${XDG_CACHE_HOME:-~/.cache}/couponrush/k8s-v<K8S>/bin/{kube-apiserver,kube-controller-manager,
-#        kube-scheduler,kubectl,etcd,kwok,kwokctl}
+#        kube-scheduler,kubectl,etcd,kwok,kwokctl,kubelet,kube-proxy,coredns,pause}
 #   ${XDG_CACHE_HOME:-~/.cache}/couponrush/tools-helm-v<H>-k6-v<K>/bin/{helm,k6}
 # Go's own module/build caches (GOMODCACHE, GOCACHE) are the default ones, also outside the repo.
 #
-# Versions: Kubernetes comes from e2e/cluster/k8s/go.mod (k8s.io/kubernetes + a replace of
+# Versions: Kubernetes (and pause, one C file of its module) comes from e2e/cluster/k8s/go.mod (k8s.io/kubernetes + a replace of
 # every staging module by its published v0.X tag), etcd from e2e/cluster/etcd/go.mod (kept
-# apart: k8s 1.34 pulls the etcd 3.6 libraries). kwok, helm and k6 are `go install pkg@v`
+# apart: k8s 1.34 pulls the etcd 3.6 libraries), CoreDNS from e2e/cluster/coredns (a main with
+# only the plugins cluster DNS needs). kwok, helm and k6 are `go install pkg@v`
 # (their go.mod has no replace). Both wrapper go.sum files are committed, so the default
 # -mod=readonly build is reproducible; GOFLAGS=-mod=mod works too.
 #
@@ -52,13 +55,16 @@ TOOLS_DIR="$CACHE_ROOT/tools-helm-$HELM_VERSION-k6-$K6_VERSION/bin"
 
 K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok kwokctl)
 TOOL_BINS=(helm k6)
+NODE_BINS=(kubelet kube-proxy coredns pause)
+COREDNS_VERSION="$(modver "$HERE/coredns/go.mod" github.com/coredns/coredns)"             # v1.12.1
 
 log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 version_of() { # the version a binary of the given name is built at
   case "$1" in
-    kube-*|kubectl) echo "$K8S_VERSION" ;;
+    kube-*|kubectl|kubelet|pause) echo "$K8S_VERSION" ;;
+    coredns) echo "$COREDNS_VERSION" ;;
     etcd) echo "$ETCD_VERSION" ;;
     kwok|kwokctl) echo "$KWOK_VERSION" ;;
     helm) echo "$HELM_VERSION" ;;
@@ -144,6 +150,22 @@ build_k8s() {
   done
 }
 
+build_node() {
+  local ld; ld="$(k8s_ldflags)"
+  modbuild kubelet "$HERE/k8s" k8s.io/kubernetes/cmd/kubelet "$ld"
+  modbuild kube-proxy "$HERE/k8s" k8s.io/kubernetes/cmd/kube-proxy "$ld"
+  modbuild coredns "$HERE/coredns" . "-s -w"
+  # pause: the pod sandbox's process, one C file of the Kubernetes module, linked static.
+  local t0=$SECONDS
+  if ! skip_if_built pause; then
+    local kdir src; kdir="$(go -C "$HERE/k8s" list -m -f '{{.Dir}}' k8s.io/kubernetes)"
+    src="$kdir/build/pause/linux/pause.c"
+    [[ -f "$src" ]] || die "pause: $src missing"
+    gcc -Os -static -DVERSION="$K8S_VERSION" -o "$BIN_DIR/.pause.build.$$" "$src" || die "pause: gcc failed"
+    finish pause "$t0" "$BIN_DIR/.pause.build.$$"
+  fi
+}
+
 build_tools() {
   # helm: stamp its version and the Kubernetes version of its client libraries (that is
   # what `helm template` reports as .Capabilities.KubeVersion; the default would be 1.20).
@@ -161,7 +183,7 @@ build_tools() {
 
 report() {
   local b d
-  for b in "${K8S_BINS[@]}" "${TOOL_BINS[@]}"; do
+  for b in "${K8S_BINS[@]}" "${TOOL_BINS[@]}" "${NODE_BINS[@]}"; do
     d="$(dir_of "$b")"
     if is_built "$b"; then printf '%-24s %-9s %s\n' "$b" "$(version_of "$b")" "$d/$b"
     else printf '%-24s %-9s MISSING\n' "$b" "$(version_of "$b")"; fi
@@ -178,7 +200,7 @@ bump() { # regenerate k8s/go.mod for $K8S_VERSION (a v1.X.Y tag on the module pr
   {
     sed -n '1,/^module /p' "$HERE/k8s/go.mod"
     printf '\ngo 1.24.0\n\nrequire k8s.io/kubernetes %s\n\ntool (\n' "$K8S_VERSION"
-    printf '\tk8s.io/kubernetes/cmd/%s\n' kube-apiserver kube-controller-manager kube-scheduler kubectl
+    printf '\tk8s.io/kubernetes/cmd/%s\n' kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy
     printf ')\n\nreplace (\n'
     for m in "${mods[@]}"; do printf '\t%s => %s %s\n' "$m" "$m" "$sv"; done
     printf ')\n'
@@ -193,6 +215,13 @@ main() {
   TIMES="$(mktemp)"; trap 'rm -f "$TIMES"' EXIT
   local cmd="${1:-all}" b bins
   case "$cmd" in
+    node)
+      command -v go >/dev/null || die "go is not on PATH"
+      T0=$SECONDS
+      build_node
+      log "node binaries done in $((SECONDS - T0))s"
+      cat "$TIMES" >&2
+      ;;
     all|k8s|tools)
       command -v go >/dev/null || die "go is not on PATH"
       T0=$SECONDS
@@ -208,7 +237,7 @@ main() {
     print-tools-dir) echo "$TOOLS_DIR" ;;
     versions) report ;;
     check)
-      case "${2:-all}" in k8s) bins=("${K8S_BINS[@]}") ;; tools) bins=("${TOOL_BINS[@]}") ;; *) bins=("${K8S_BINS[@]}" "${TOOL_BINS[@]}") ;; esac
+      case "${2:-all}" in k8s) bins=("${K8S_BINS[@]}") ;; tools) bins=("${TOOL_BINS[@]}") ;; node) bins=("${NODE_BINS[@]}") ;; *) bins=("${K8S_BINS[@]}" "${TOOL_BINS[@]}") ;; esac
       for b in "${bins[@]}"; do is_built "$b" || { echo "missing: $b" >&2; exit 1; }; done ;;
     bump) bump ;;
     -h|--help|help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' ;;
