@@ -93,9 +93,12 @@ rust_image() { # the host toolchain's bin/ and lib/ as the build context (no doc
 
 couponrush_image() { # the repository's Dockerfile; key: every file of its build context
   local rust="$1" runtime="$2" key
-  key="$( { cd "$ROOT" && git ls-files -co --exclude-standard -z \
-              | grep -zvE '^(\.git|\.ci|charts|examples|target|\.state)/|^\.gitignore$' \
-              | sort -z | xargs -0 sha256sum 2>/dev/null; echo "$rust $runtime"; } | hash_of)"
+  # The files .dockerignore lets through (it keeps sources and manifests only).
+  key="$( { cd "$ROOT" && git ls-files -co --exclude-standard \
+              | grep -vE '^(\.git|\.ci|charts|examples|target|\.state)/|^(\.gitignore|\.dockerignore)$|\.md$|\.swp$' \
+              | grep -vE '^e2e/' ; git ls-files -co --exclude-standard e2e/Cargo.toml e2e/src; } \
+          | sort -u | while read -r f; do [[ -f "$ROOT/$f" ]] && echo "$f"; done \
+          | (cd "$ROOT" && xargs -d '\n' sha256sum) | { cat; cat "$ROOT/Dockerfile"; echo "$rust $runtime"; } | hash_of)"
   build couponrush "$key" --build-arg "RUST_IMAGE=$rust" --build-arg "RUNTIME_IMAGE=$runtime" \
     -f "$ROOT/Dockerfile" "$ROOT"
 }
@@ -117,12 +120,12 @@ kafka_image() {
 scratch_image() { # scratch_image <name> <static binary>
   local name="$1" bin="$2" ctx key
   [[ -x "$bin" ]] || die "$name: $bin not built (e2e/cluster/build.sh node)"
-  key="$( { sha256sum <"$bin"; cat "$HERE/images/scratch/Dockerfile"; } | hash_of)"
+  key="$( { sha256sum <"$bin"; cat "$HERE/images/$name/Dockerfile"; } | hash_of)"
   if have "couponrush.local/$name:$key"; then echo "couponrush.local/$name:$key"; return; fi
   ctx="$(mktemp -d)"
   cp "$bin" "$ctx/$name"
-  cp "$HERE/images/scratch/Dockerfile" "$ctx/"
-  build "$name" "$key" --build-arg "BINARY=$name" "$ctx"
+  cp "$HERE/images/$name/Dockerfile" "$ctx/"
+  build "$name" "$key" "$ctx"
   rm -rf "$ctx"
 }
 

@@ -46,6 +46,8 @@ ETCD_PORT="${NODE_ETCD_PORT:-22379}"
 ETCD_PEER_PORT=$((ETCD_PORT + 1))
 KUBELET_PORT="${NODE_KUBELET_PORT:-20250}"
 CONTAINERD_SOCK="$STATE/containerd/containerd.sock"
+# The node's image store outlives the node (imports take minutes); containers never do.
+CONTAINERD_ROOT="${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/couponrush/node-containerd-$(dpkg-query -W -f '${Version}' containerd 2>/dev/null | tr -c 'A-Za-z0-9.\n' _)"
 START_TIMEOUT="${NODE_START_TIMEOUT:-180}"
 PKI="$STATE/pki"
 ADMIN_KUBECONFIG="$STATE/admin.kubeconfig"
@@ -149,6 +151,8 @@ network() {
   ip addr show dev "$BRIDGE" | grep -q " $NODE_IP/" || ip addr add "$NODE_IP/${POD_CIDR#*/}" dev "$BRIDGE"
   ip link set "$BRIDGE" up
   mkdir -p "$STATE/cni/net.d" "$STATE/cni/ipam"
+  # firewall: accepts each pod's traffic in FORWARD, whose policy a Docker engine on the
+  # same machine sets to DROP (bridged pod-to-pod packets pass through it too).
   cat >"$STATE/cni/net.d/10-couponrush.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
@@ -157,7 +161,8 @@ network() {
     {"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": true, "hairpinMode": true,
      "ipam": {"type": "host-local", "dataDir": "$STATE/cni/ipam",
               "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$NODE_IP"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
-    {"type": "portmap", "capabilities": {"portMappings": true}}
+    {"type": "portmap", "capabilities": {"portMappings": true}},
+    {"type": "firewall"}
   ]
 }
 EOF
@@ -168,7 +173,7 @@ containerd_up() {
   mkdir -p "$STATE/containerd"
   cat >"$STATE/containerd/config.toml" <<EOF
 version = 2
-root = "$STATE/containerd/root"
+root = "$CONTAINERD_ROOT"
 state = "$STATE/containerd/state"
 [grpc]
   address = "$CONTAINERD_SOCK"
@@ -190,6 +195,15 @@ state = "$STATE/containerd/state"
 EOF
   start containerd /usr/bin/containerd --config "$STATE/containerd/config.toml"
   wait_until 30 containerd ctr_ version || die "containerd did not start (log: $STATE/logs/containerd.log)"
+  remove_containers # left by a run that ended without `down`: the new node starts clean
+}
+
+remove_containers() { # every container (and pod sandbox) of the node; images stay
+  local id
+  for id in $(ctr_ containers ls -q 2>/dev/null); do
+    ctr_ tasks delete --force "$id" >/dev/null 2>&1 || true
+    ctr_ containers rm "$id" >/dev/null 2>&1 || true
+  done
 }
 
 import_images() { # every image of e2e/pods/images.sh that the node does not hold yet
@@ -328,6 +342,20 @@ up() {
   log "up in $((SECONDS - t0))s: node $NODE_NAME Ready, API https://$NODE_IP:$APISERVER_PORT, KUBECONFIG=$ADMIN_KUBECONFIG"
 }
 
+# The containers were killed, not torn down through CNI: remove the rules CNI made for them
+# (masquerading per pod, named after our network; the firewall plugin's per-pod accepts).
+cni_rules_down() {
+  local rule chain prefix="${POD_CIDR%.*}."
+  while read -r rule; do
+    chain="$(grep -o -- '-j CNI-[0-9a-f]*' <<<"$rule" | cut -d' ' -f2)"
+    eval "iptables -t nat ${rule/#-A/-D}" 2>/dev/null || true
+    [[ -n "$chain" ]] && { iptables -t nat -F "$chain" 2>/dev/null; iptables -t nat -X "$chain" 2>/dev/null; } || true
+  done < <(iptables -t nat -S POSTROUTING 2>/dev/null | grep -F 'name: \"couponrush\"')
+  while read -r rule; do
+    eval "iptables -t filter ${rule/#-A/-D}" 2>/dev/null || true
+  done < <(iptables -t filter -S CNI-FORWARD 2>/dev/null | grep -F -- "$prefix")
+}
+
 down() {
   local name pid deadline m
   if [[ -d "$STATE" ]]; then log "stopping the node"; fi
@@ -338,6 +366,7 @@ down() {
   fi
   # the shims of our containerd (their command line names its socket's directory)
   for pid in $(pgrep -f "containerd-shim.*-address $CONTAINERD_SOCK" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+  [[ -S "$CONTAINERD_SOCK" ]] && remove_containers
   for name in kube-scheduler kube-controller-manager kube-apiserver etcd containerd; do
     [[ -s "$STATE/pids/$name" ]] && kill -TERM "$(cat "$STATE/pids/$name")" 2>/dev/null || true
   done
@@ -351,6 +380,7 @@ down() {
   # mounts under the state dir (pod volumes, container root filesystems), deepest first
   while read -r m; do umount -l "$m" 2>/dev/null || true; done < <(awk -v s="$STATE/" 'index($2, s) == 1 {print $2}' /proc/mounts | sort -r)
   for m in /var/run/netns/cni-*; do [[ -e "$m" ]] && { ip netns delete "$(basename "$m")" 2>/dev/null || true; }; done
+  cni_rules_down
   if [[ -x "$BIN/kube-proxy" ]] && iptables -t nat -S 2>/dev/null | grep -q KUBE-; then
     "$BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
   fi

@@ -8,7 +8,11 @@ conf="--datadir=$data --socket=/run/mysqld/mysqld.sock --bind-address=0.0.0.0 --
   --max-connections=500 --innodb-buffer-pool-size=128M --performance-schema=OFF \
   --sql-mode=ONLY_FULL_GROUP_BY,STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
 if [ ! -f "$data/.couponrush-initialised" ]; then
-  mariadb-install-db --datadir="$data" --skip-test-db --auth-root-authentication-method=socket >/dev/null
+  # A datadir without the marker is from an interrupted first start (the pod's volume
+  # outlives a restarted container): start it over. root@localhost gets no password: it is
+  # reachable only through the socket inside this container, while networking is off.
+  find "$data" -mindepth 1 -delete
+  mariadb-install-db --datadir="$data" --skip-test-db --auth-root-authentication-method=normal >/dev/null
   # shellcheck disable=SC2086
   mariadbd $conf --skip-networking &
   pid=$!
