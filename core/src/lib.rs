@@ -11,6 +11,9 @@
 //! - [`reconcile`]: re-publishes admitted coupons that have no MySQL row yet.
 //! - [`kafka`]: producer and admin settings, topic creation, the publisher.
 //! - [`duration`], [`ops`], [`telemetry`], [`shutdown`]: what every binary serves and how it starts and stops.
+//! - [`workload`]: the start-up contract of the binaries in a pod (command, environment
+//!   names, ports, probe paths) that the operator's Deployments and the binaries' own
+//!   configurations share.
 
 pub mod admission;
 pub mod db;
@@ -25,6 +28,7 @@ pub mod reconcile;
 pub mod redis_conn;
 pub mod shutdown;
 pub mod telemetry;
+pub mod workload;
 
 /// Milliseconds since the Unix epoch on this machine's clock. Only for timestamps that
 /// are reported, never for admission decisions: those use the backend's clock.

@@ -14,6 +14,8 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+use crate::workload::{HEALTHZ_PATH, METRICS_PATH, READYZ_PATH};
+
 /// Shared by the ops routes: the metrics registry and a readiness flag the binary flips.
 #[derive(Clone)]
 pub struct Ops {
@@ -33,9 +35,9 @@ impl Ops {
     /// `/healthz`, `/readyz` and `/metrics`, to merge into a binary's own router.
     pub fn router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
         Router::new()
-            .route("/healthz", get(|| async { "ok" }))
-            .route("/readyz", get(readyz))
-            .route("/metrics", get(metrics))
+            .route(HEALTHZ_PATH, get(|| async { "ok" }))
+            .route(READYZ_PATH, get(readyz))
+            .route(METRICS_PATH, get(metrics))
             .with_state(self.clone())
     }
 }

@@ -7,7 +7,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use couponrush_core::duration::parse as parse_duration;
 use couponrush_core::event::Strategy;
+use couponrush_core::workload::{ISSUER, env};
 
+/// The issuer's command line. Without a command it serves, configured by the same flags
+/// and environment variables as `serve`: that is how its Deployment starts it.
 #[derive(Debug, Parser)]
 #[command(
     name = "couponrush-issuer",
@@ -18,10 +21,21 @@ pub struct Cli {
     #[command(flatten)]
     pub backends: Backends,
     /// Log as JSON lines instead of text.
-    #[arg(long, env = "LOG_JSON", global = true)]
+    #[arg(long, env = env::LOG_JSON, global = true)]
     pub log_json: bool,
+    /// The configuration of serving without a command. Read even when a command is
+    /// given (then unused), so that the environment alone configures the default.
+    #[command(flatten)]
+    pub serve: ServeConfig,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+impl Cli {
+    /// The command to run; without one, serve with the top-level configuration.
+    pub fn into_command(self) -> Command {
+        self.command.unwrap_or(Command::Serve(self.serve))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -40,62 +54,64 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct Backends {
     /// Redis URL, or comma-separated cluster seed URLs with --redis-cluster.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:16379", global = true)]
+    #[arg(long, env = env::REDIS_URL, default_value = "redis://127.0.0.1:16379", global = true)]
     pub redis_url: String,
     /// Treat --redis-url as the seeds of a Redis Cluster.
-    #[arg(long, env = "REDIS_CLUSTER", global = true)]
+    #[arg(long, env = env::REDIS_CLUSTER, global = true)]
     pub redis_cluster: bool,
     /// MySQL URL.
     #[arg(
         long,
-        env = "DATABASE_URL",
+        env = env::DATABASE_URL,
         default_value = "mysql://couponrush:couponrush@127.0.0.1:13306/couponrush",
         global = true
     )]
     pub database_url: String,
     /// Kafka bootstrap servers.
-    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:19092", global = true)]
+    #[arg(long, env = env::KAFKA_BROKERS, default_value = "127.0.0.1:19092", global = true)]
     pub kafka_brokers: String,
     /// Topic of admitted coupons.
-    #[arg(long, env = "KAFKA_TOPIC", default_value = couponrush_core::kafka::DEFAULT_TOPIC, global = true)]
+    #[arg(long, env = env::KAFKA_TOPIC, default_value = couponrush_core::kafka::DEFAULT_TOPIC, global = true)]
     pub kafka_topic: String,
     /// How long Kafka may take to acknowledge a coupon before its admission is rolled back.
-    #[arg(long, env = "KAFKA_DELIVERY_TIMEOUT", default_value = "5s", value_parser = parse_duration, global = true)]
+    #[arg(long, env = env::KAFKA_DELIVERY_TIMEOUT, default_value = "5s", value_parser = parse_duration, global = true)]
     pub kafka_delivery_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
     /// Address of the HTTP API (and /healthz, /readyz, /metrics).
-    #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = env::LISTEN, default_value_t = ISSUER.local_listen())]
     pub listen: SocketAddr,
     /// HS256 secret for verifying bearer tokens.
-    #[arg(long, env = "JWT_HS256_SECRET", hide_env_values = true)]
+    #[arg(long, env = env::JWT_HS256_SECRET, hide_env_values = true)]
     pub jwt_hs256_secret: Option<String>,
     /// PEM public key (RSA for RS256, EC P-256 for ES256) for verifying bearer tokens.
-    #[arg(long, env = "JWT_PUBLIC_KEY_FILE")]
+    #[arg(long, env = env::JWT_PUBLIC_KEY_FILE)]
     pub jwt_public_key_file: Option<PathBuf>,
     /// Required `aud` claim, if any.
-    #[arg(long, env = "JWT_AUDIENCE")]
+    #[arg(long, env = env::JWT_AUDIENCE)]
     pub jwt_audience: Option<String>,
     /// LOAD TESTS ONLY: take the user id from the X-User-Id header without any proof.
-    #[arg(long, env = "TRUST_USER_HEADER")]
+    #[arg(long, env = env::TRUST_USER_HEADER)]
     pub trust_user_header: bool,
     /// MySQL connections of this process (synchronous strategies hold one per request).
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 32)]
+    #[arg(long, env = env::DATABASE_MAX_CONNECTIONS, default_value_t = 32)]
     pub database_max_connections: u32,
     /// How long a request may wait for the redis-lock strategy's lock.
-    #[arg(long, env = "LOCK_WAIT", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = env::LOCK_WAIT, default_value = "5s", value_parser = parse_duration)]
     pub lock_wait: Duration,
     /// Upper bound for finishing in-flight requests and flushing Kafka on shutdown.
-    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = env::SHUTDOWN_GRACE, default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 }
 
+/// For tests that start an issuer in process. It reads no environment: binaries get
+/// their configuration from [`Cli`] only.
 impl Default for ServeConfig {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen: ISSUER.local_listen(),
             jwt_hs256_secret: None,
             jwt_public_key_file: None,
             jwt_audience: None,
@@ -146,10 +162,54 @@ pub struct PrewarmArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use couponrush_core::workload::testing;
 
     #[test]
     fn cli_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn child_parses() {
+        let Some(argv) = testing::child_argv() else { return };
+        let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}"));
+        let (topic, log_json) = (cli.backends.kafka_topic.clone(), cli.log_json);
+        let Command::Serve(serve) = cli.into_command() else { panic!("not serve") };
+        let parsed = serde_json::json!({
+            "listen": serve.listen.to_string(),
+            "jwt_hs256_secret": serve.jwt_hs256_secret,
+            "jwt_audience": serve.jwt_audience,
+            "shutdown_grace_ms": serve.shutdown_grace.as_millis() as u64,
+            "kafka_topic": topic,
+            "log_json": log_json,
+        });
+        println!("PARSED {parsed}");
+    }
+
+    /// The Deployment's way: the binary alone, everything in the environment.
+    #[test]
+    fn no_arguments_serves_with_the_environment() {
+        let parsed = testing::parse_in_child(
+            "config::tests::child_parses",
+            &["couponrush-issuer".to_owned()],
+            [
+                ("LISTEN", "0.0.0.0:18080"),
+                ("JWT_HS256_SECRET", "s3cret"),
+                ("JWT_AUDIENCE", "coupons"),
+                ("KAFKA_TOPIC", "couponrush.ns.ev"),
+                ("LOG_JSON", "true"),
+                ("SHUTDOWN_GRACE", "7s"),
+            ],
+        );
+        let expected = serde_json::json!({
+            "listen": "0.0.0.0:18080",
+            "jwt_hs256_secret": "s3cret",
+            "jwt_audience": "coupons",
+            "shutdown_grace_ms": 7000,
+            "kafka_topic": "couponrush.ns.ev",
+            "log_json": true,
+        });
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&parsed).expect("json"), expected);
     }
 }

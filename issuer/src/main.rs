@@ -6,21 +6,22 @@ use couponrush_core::event::{EventId, RoundSpec};
 use couponrush_core::kafka::Publisher;
 use couponrush_core::redis_conn::RedisTarget;
 use couponrush_core::{db, prewarm, reconcile, shutdown, telemetry};
-use couponrush_issuer::config::{Backends, Cli, Command, PrewarmArgs, RoundArgs, ServeConfig};
+use couponrush_issuer::config::{Backends, Cli, Command, PrewarmArgs, RoundArgs};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init(cli.log_json);
-    match cli.command.unwrap_or(Command::Serve(ServeConfig::default())) {
+    let backends = cli.backends.clone();
+    match cli.into_command() {
         Command::Serve(config) => {
             let listener = couponrush_core::ops::bind(config.listen).await?;
-            couponrush_issuer::run(cli.backends, config, listener, shutdown::on_signal()).await
+            couponrush_issuer::run(backends, config, listener, shutdown::on_signal()).await
         }
-        Command::Prewarm(args) => prewarm_round(&cli.backends, args).await,
-        Command::Reconcile(args) => reconcile_round(&cli.backends, args).await,
+        Command::Prewarm(args) => prewarm_round(&backends, args).await,
+        Command::Reconcile(args) => reconcile_round(&backends, args).await,
         Command::Migrate => {
-            db::migrate(&db::connect(&cli.backends.database_url, 2).await?).await?;
+            db::migrate(&db::connect(&backends.database_url, 2).await?).await?;
             tracing::info!("schema is up to date");
             Ok(())
         }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use couponrush_core::kafka::Publisher;
 use couponrush_core::redis_conn::{RedisConn, RedisTarget};
+use couponrush_core::workload::env;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use sqlx::MySqlPool;
@@ -59,10 +60,10 @@ pub async fn endpoints(client: &kube::Client, namespace: &str, secret: &str) -> 
             .ok_or(Error::BackendsSecretKey { name: secret.to_owned(), key })
     };
     Ok(Endpoints {
-        redis_url: value("REDIS_URL")?,
-        redis_cluster: value("REDIS_CLUSTER").is_ok_and(|v| v == "true"),
-        database_url: value("DATABASE_URL")?,
-        kafka_brokers: value("KAFKA_BROKERS")?,
+        redis_url: value(env::REDIS_URL)?,
+        redis_cluster: value(env::REDIS_CLUSTER).is_ok_and(|v| v == "true"),
+        database_url: value(env::DATABASE_URL)?,
+        kafka_brokers: value(env::KAFKA_BROKERS)?,
     })
 }
 
