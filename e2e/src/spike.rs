@@ -39,6 +39,8 @@ struct Answer {
 type Reply = (u16, Answer);
 /// When an answer arrived, and the answer.
 type Received = (Instant, Reply);
+/// Who asked, when, and what came back (`None`: the client hung up on purpose).
+type Sent = (usize, Instant, Option<Result<Received, reqwest::Error>>);
 
 /// Every answer of a spike.
 #[derive(Debug, Default)]
@@ -105,35 +107,34 @@ impl Spike {
             .timeout(Duration::from_secs(30))
             .build()?;
         let started = Instant::now();
-        let answers: Vec<(usize, Instant, Option<Result<Received, reqwest::Error>>)> =
-            futures::stream::iter(order.into_iter().enumerate())
-                .map(|(n, user)| {
-                    let client = &client;
-                    let url = &issue_urls[n % issue_urls.len()];
-                    let token = &tokens[user];
-                    let patience = hang_ups.and_then(|hang| {
-                        let mut rng = rand::rng();
-                        rng.random_bool(hang.probability.clamp(0.0, 1.0)).then(|| hang.within.mul_f64(rng.random()))
-                    });
-                    async move {
-                        let sent = Instant::now();
-                        let answer = async {
-                            let response = client.post(url).bearer_auth(token).send().await?;
-                            let code = response.status().as_u16();
-                            let answer = response.json::<Answer>().await?;
-                            Ok((Instant::now(), (code, answer)))
-                        };
-                        let answer = match patience {
-                            // Dropping the request future closes its connection mid-request.
-                            Some(patience) => tokio::time::timeout(patience, answer).await.ok(),
-                            None => Some(answer.await),
-                        };
-                        (first_user + user, sent, answer)
-                    }
-                })
-                .buffer_unordered(self.concurrency)
-                .collect()
-                .await;
+        let answers: Vec<Sent> = futures::stream::iter(order.into_iter().enumerate())
+            .map(|(n, user)| {
+                let client = &client;
+                let url = &issue_urls[n % issue_urls.len()];
+                let token = &tokens[user];
+                let patience = hang_ups.and_then(|hang| {
+                    let mut rng = rand::rng();
+                    rng.random_bool(hang.probability.clamp(0.0, 1.0)).then(|| hang.within.mul_f64(rng.random()))
+                });
+                async move {
+                    let sent = Instant::now();
+                    let answer = async {
+                        let response = client.post(url).bearer_auth(token).send().await?;
+                        let code = response.status().as_u16();
+                        let answer = response.json::<Answer>().await?;
+                        Ok((Instant::now(), (code, answer)))
+                    };
+                    let answer = match patience {
+                        // Dropping the request future closes its connection mid-request.
+                        Some(patience) => tokio::time::timeout(patience, answer).await.ok(),
+                        None => Some(answer.await),
+                    };
+                    (first_user + user, sent, answer)
+                }
+            })
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
         let mut tally = Tally { elapsed: started.elapsed(), ..Tally::default() };
         for (user, sent, answer) in answers {
             match answer {
