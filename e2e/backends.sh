@@ -8,6 +8,8 @@
 #   e2e/backends.sh down    [component...]   stop (SIGTERM, deadline, then SIGKILL)
 #   e2e/backends.sh stop    [component...]   same as down
 #   e2e/backends.sh restart [component...]   down, then up
+#   e2e/backends.sh kill    component...     SIGKILL (a crash, for fault tests); `up` restarts it
+#   e2e/backends.sh pause|resume component... SIGSTOP / SIGCONT (a stalled server, for timeouts)
 #   e2e/backends.sh env                      `export X=...` lines for the Rust code/tests
 #
 # Components: redis, mysql, kafka (the default set) and redis-cluster (three masters; only
@@ -276,9 +278,13 @@ write_redis_conf() {
     echo "pidfile $dir/redis.pid"
     echo "logfile $dir/redis.log"
     echo "dir $dir"
-    # Test data only: no RDB snapshots, no AOF.
+    # The persistence couponrush requires (README, "Redis durability"): every write is
+    # in the append-only file, fsynced before Redis answers, so a crash or restart loses
+    # no admission that was acknowledged. No RDB snapshots: the AOF is the record.
     echo 'save ""'
-    echo "appendonly no"
+    echo "appendonly yes"
+    echo "appendfsync always"
+    echo "appenddirname appendonly"
     # Puts the config path (under our state dir) into the process title, so `down` can
     # find a server of ours even without its pid file.
     echo 'proc-title-template "{title} {listen-addr} {server-mode} {config-file}"'
@@ -671,9 +677,24 @@ main() {
       fi
       return "$rc"
       ;;
+    kill | pause | resume)
+      ((${#comps[@]})) || die "$cmd: name the components"
+      local sig=KILL f p
+      [[ $cmd == pause ]] && sig=STOP
+      [[ $cmd == resume ]] && sig=CONT
+      for c in "${comps[@]}"; do
+        for f in "$STATE/$c"/*.pid "$STATE/$c"/*/*.pid; do
+          [[ -e $f ]] || continue
+          if p=$(live_pid "$f"); then
+            kill "-$sig" "$p"
+            say "$c: sent SIG$sig to $p"
+          fi
+        done
+      done
+      ;;
     env) print_env ;;
     -h | --help | help) usage ;;
-    *) die "unknown command '$cmd' (up|status|down|env|stop|restart)" ;;
+    *) die "unknown command '$cmd' (up|status|down|env|stop|restart|kill|pause|resume)" ;;
   esac
 }
 

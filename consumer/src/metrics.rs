@@ -18,6 +18,7 @@ pub struct Metrics {
     pub inserted: Counter,
     pub duplicates: Counter,
     pub revoked: Counter,
+    pub conflicts: Counter,
     pub dead_lettered: Counter,
     pub errors: Family<ErrorLabels, Counter>,
     pub batch_size: Histogram,
@@ -32,6 +33,7 @@ impl Metrics {
             inserted: Counter::default(),
             duplicates: Counter::default(),
             revoked: Counter::default(),
+            conflicts: Counter::default(),
             dead_lettered: Counter::default(),
             errors: Family::default(),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
@@ -50,6 +52,11 @@ impl Metrics {
             "couponrush_consumer_revoked",
             "Messages of admissions that were rolled back, skipped",
             metrics.revoked.clone(),
+        );
+        r.register(
+            "couponrush_consumer_conflicts",
+            "Coupons dropped because another coupon holds their seq or user slot (Redis lost writes)",
+            metrics.conflicts.clone(),
         );
         r.register(
             "couponrush_consumer_dead_lettered",

@@ -9,10 +9,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use couponrush_core::admission;
-use couponrush_core::keys::RoundKeys;
+use couponrush_core::keys::{RoundKeys, winner_field};
 use couponrush_core::message::IssuedCoupon;
 use couponrush_core::redis_conn::RedisConn;
-use couponrush_core::{db, error_chain};
+use couponrush_core::{db, error_chain, reconcile};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -225,8 +225,54 @@ async fn confirm_and_insert(
     }
     let inserted = db::insert_coupons(pool, &standing).await.map_err(BatchError::Insert)?;
     metrics.inserted.inc_by(inserted);
-    metrics.duplicates.inc_by((standing.len() as u64).saturating_sub(inserted));
+    let skipped = (standing.len() as u64).saturating_sub(inserted);
+    if skipped > 0 {
+        // Usually redelivery (the same coupon again); a different coupon under a taken seq
+        // or user slot means Redis handed something out twice, and must not pass quietly.
+        let conflicts = report_conflicts(pool, &standing).await;
+        metrics.conflicts.inc_by(conflicts);
+        metrics.duplicates.inc_by(skipped.saturating_sub(conflicts));
+    }
     Ok(())
+}
+
+/// Logs (at error level) and counts the coupons of `coupons` that lost to another row
+/// with their seq or user slot. The rows are committed already; a failed check is only
+/// a warning.
+async fn report_conflicts(pool: &MySqlPool, coupons: &[IssuedCoupon]) -> u64 {
+    let mut by_round: BTreeMap<(&str, u32), Vec<&IssuedCoupon>> = BTreeMap::new();
+    for coupon in coupons {
+        by_round.entry((&coupon.event, coupon.round)).or_default().push(coupon);
+    }
+    let mut total = 0;
+    for group in by_round.values() {
+        let Some(Ok(round)) = group.first().map(|c| c.round_id()) else {
+            continue;
+        };
+        let seqs: Vec<u32> = group.iter().map(|c| c.seq).collect();
+        let users: Vec<&str> = group.iter().map(|c| c.user.as_str()).collect();
+        let rows = match db::coupons_matching(pool, &round, &seqs, &users).await {
+            Ok(rows) => rows,
+            Err(error) => {
+                tracing::warn!(%error, %round, "checking skipped coupons for conflicts failed");
+                continue;
+            }
+        };
+        let winners: Vec<(String, u32)> = group.iter().map(|c| (winner_field(&c.user, c.slot), c.seq)).collect();
+        for conflict in reconcile::compare(&winners, &rows).conflicts {
+            tracing::error!(
+                %round,
+                user = %conflict.user,
+                slot = conflict.slot,
+                seq = conflict.seq,
+                row_user = %conflict.row_user,
+                row_seq = conflict.row_seq,
+                "a coupon conflicts with a row: Redis handed out a seq twice (it lost writes); this coupon is not persisted"
+            );
+            total += 1;
+        }
+    }
+    total
 }
 
 /// Runs `attempt` until it succeeds (true) or `shutdown` comes (false), backing off

@@ -42,6 +42,20 @@ pub enum Admission {
     Ended,
     /// The round's keys are not in Redis (never pre-warmed, or cleaned up).
     UnknownRound,
+    /// Redis holds the round with a seq counter below one this caller already saw: its
+    /// data went back in time (a restart that lost writes, a failover to a lagging
+    /// replica). Admitting would hand out seqs a second time, so nothing was admitted.
+    Regressed {
+        seq_in_redis: u32,
+    },
+}
+
+/// Whether a failed Redis call may still have run on the server. Only a refused
+/// connection or an error reply from Redis itself (`LOADING`, `BUSY`, `READONLY`, a
+/// script error: the command was not executed, or our scripts failed before writing)
+/// proves it did not; a timeout or a dropped connection leaves it unknown.
+pub fn may_have_run(error: &redis::RedisError) -> bool {
+    !(error.is_connection_refusal() || matches!(error.kind(), redis::ErrorKind::Server(_)))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,8 +71,9 @@ static ADMIT: LazyLock<Script> = LazyLock::new(|| {
         r#"
 local meta, winners = KEYS[1], KEYS[2]
 local user = ARGV[1]
-local m = redis.call('HMGET', meta, 'start_ms', 'end_ms', 'remaining', 'per_user')
+local m = redis.call('HMGET', meta, 'start_ms', 'end_ms', 'remaining', 'per_user', 'seq')
 if not m[1] then return {'UNKNOWN'} end
+if tonumber(m[5]) < tonumber(ARGV[4]) then return {'REGRESSED', m[5]} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if now < tonumber(m[1]) then return {'NOT_STARTED', m[1]} end
@@ -92,12 +107,26 @@ pub async fn admit(
     round_label: &str,
     user: &str,
 ) -> Result<Admission, ScriptError> {
+    admit_above(conn, keys, round_label, user, 0).await
+}
+
+/// [`admit`] by a caller that has seen the round's seq counter at `seq_floor`: if Redis'
+/// counter is below it, Redis lost writes and the script admits nothing
+/// ([`Admission::Regressed`]). The counter never goes down otherwise (roll-backs keep it).
+pub async fn admit_above(
+    conn: &mut RedisConn,
+    keys: &RoundKeys,
+    round_label: &str,
+    user: &str,
+    seq_floor: u32,
+) -> Result<Admission, ScriptError> {
     let reply: Vec<String> = ADMIT
         .key(&keys.meta)
         .key(&keys.winners)
         .arg(user)
         .arg(SOLD_OUT_CHANNEL)
         .arg(round_label)
+        .arg(seq_floor)
         .invoke_async(conn)
         .await?;
     parse_admission(reply)
@@ -117,6 +146,7 @@ fn parse_admission(reply: Vec<String>) -> Result<Admission, ScriptError> {
         Some("NOT_STARTED") => number(1).map(|starts_at_ms| Admission::NotStarted { starts_at_ms }),
         Some("ENDED") => Some(Admission::Ended),
         Some("UNKNOWN") => Some(Admission::UnknownRound),
+        Some("REGRESSED") => number(1).map(|seq| Admission::Regressed { seq_in_redis: to_u32(seq) }),
         _ => None,
     };
     outcome.ok_or(ScriptError::UnexpectedReply(reply))
@@ -239,7 +269,21 @@ mod tests {
         assert_eq!(parse_admission(reply(&["NOT_STARTED", "42"]))?, Admission::NotStarted { starts_at_ms: 42 });
         assert_eq!(parse_admission(reply(&["ENDED"]))?, Admission::Ended);
         assert_eq!(parse_admission(reply(&["UNKNOWN"]))?, Admission::UnknownRound);
+        assert_eq!(parse_admission(reply(&["REGRESSED", "3"]))?, Admission::Regressed { seq_in_redis: 3 });
         Ok(())
+    }
+
+    #[test]
+    fn only_a_refusal_or_an_error_reply_proves_a_call_did_not_run() {
+        use std::io::{Error, ErrorKind};
+        let io = |kind| redis::RedisError::from(Error::new(kind, "test"));
+        assert!(may_have_run(&io(ErrorKind::TimedOut)));
+        assert!(may_have_run(&io(ErrorKind::ConnectionReset)));
+        assert!(may_have_run(&io(ErrorKind::UnexpectedEof)));
+        assert!(!may_have_run(&io(ErrorKind::ConnectionRefused)));
+        let loading =
+            redis::RedisError::from((redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading), "LOADING"));
+        assert!(!may_have_run(&loading));
     }
 
     #[test]

@@ -103,6 +103,53 @@ pub async fn persisted_seqs(pool: &MySqlPool, round: &RoundId) -> Result<Vec<u32
         .await
 }
 
+/// Every row of the round: (user, slot, seq). User ids are stored as bytes (they came in
+/// as UTF-8, so they decode; anything else would be shown lossily, never dropped).
+pub async fn round_coupons(pool: &MySqlPool, round: &RoundId) -> Result<Vec<(String, u32, u32)>, sqlx::Error> {
+    let rows: Vec<(Vec<u8>, u16, u32)> =
+        sqlx::query_as("SELECT user_id, slot, seq FROM coupons WHERE event = ? AND round_no = ?")
+            .bind(round.event.to_string())
+            .bind(round.round)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().map(|(user, slot, seq)| (user_text(user), u32::from(slot), seq)).collect())
+}
+
+/// The rows of the round that hold one of `seqs` or belong to one of `users`: (user,
+/// slot, seq). The consumer uses it to tell a harmless duplicate (the same coupon again)
+/// from a conflict (another coupon under the same seq or user slot).
+pub async fn coupons_matching(
+    pool: &MySqlPool,
+    round: &RoundId,
+    seqs: &[u32],
+    users: &[&str],
+) -> Result<Vec<(String, u32, u32)>, sqlx::Error> {
+    if seqs.is_empty() && users.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut query: QueryBuilder<MySql> = QueryBuilder::new("SELECT user_id, slot, seq FROM coupons WHERE event = ");
+    query.push_bind(round.event.to_string()).push(" AND round_no = ").push_bind(round.round).push(" AND (seq IN (");
+    let mut separated = query.separated(", ");
+    // `IN ()` is not SQL: 0 is never a seq.
+    separated.push_bind(0u32);
+    for seq in seqs {
+        separated.push_bind(*seq);
+    }
+    query.push(") OR user_id IN (");
+    let mut separated = query.separated(", ");
+    separated.push_bind("");
+    for user in users {
+        separated.push_bind(*user);
+    }
+    query.push("))");
+    let rows: Vec<(Vec<u8>, u16, u32)> = query.build_query_as().fetch_all(pool).await?;
+    Ok(rows.into_iter().map(|(user, slot, seq)| (user_text(user), u32::from(slot), seq)).collect())
+}
+
+fn user_text(user: Vec<u8>) -> String {
+    String::from_utf8(user).unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
+}
+
 /// The seqs `user` holds in the round, in slot order.
 pub async fn user_seqs(pool: &MySqlPool, round: &RoundId, user: &str) -> Result<Vec<u32>, sqlx::Error> {
     sqlx::query_scalar("SELECT seq FROM coupons WHERE event = ? AND round_no = ? AND user_id = ? ORDER BY slot")

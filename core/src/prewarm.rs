@@ -26,6 +26,10 @@ pub enum PrewarmError {
     QueueAllowsOnePerUser,
     #[error("round {0} already ran (its coupons are in MySQL); a new round needs a new number or event name")]
     RoundAlreadyRan(String),
+    #[error(
+        "round {0} was pre-warmed before but its Redis keys are gone (Redis lost its data): writing them afresh would hand out its seqs a second time; recover the round from Kafka and MySQL instead"
+    )]
+    RedisLostRound(String),
 }
 
 /// What pre-warming found and did.
@@ -84,6 +88,13 @@ pub async fn prewarm(
     let exists: bool = redis.exists(&keys.meta).await?;
     if !exists && db::count_coupons(pool, round).await? > 0 {
         return Err(PrewarmError::RoundAlreadyRan(round.to_string()));
+    }
+    // The stock row is written after the keys, so a row without keys means the keys
+    // were lost. For kafka-async, coupons may still be on their way through Kafka with
+    // seqs that fresh keys would hand out again; the synchronous strategies and the
+    // queue decide in MySQL, which still holds the truth.
+    if !exists && spec.strategy == Strategy::KafkaAsync && db::round_row(pool, round).await?.is_some() {
+        return Err(PrewarmError::RedisLostRound(round.to_string()));
     }
     let (state, value): (i64, i64) = PREWARM
         .key(&keys.meta)
@@ -151,8 +162,10 @@ pub async fn round_meta(redis: &mut RedisConn, keys: &RoundKeys) -> redis::Redis
 }
 
 /// Removes the round's Redis keys, the event's pointer if it names this round, and the
-/// MySQL stock row. Coupon rows stay: they are the record.
+/// MySQL stock row. Coupon rows stay: they are the record. The stock row goes first: a
+/// stock row without keys reads as "Redis lost this round" to [`prewarm`].
 pub async fn remove_round(redis: &mut RedisConn, pool: &MySqlPool, round: &RoundId) -> Result<(), PrewarmError> {
+    db::delete_round(pool, round).await?;
     if let Some((current, _)) = current_round(redis, &round.event).await?
         && current == *round
     {
@@ -163,6 +176,5 @@ pub async fn remove_round(redis: &mut RedisConn, pool: &MySqlPool, round: &Round
     for key in RoundKeys::new(round).all() {
         let _: () = redis.del(key).await?;
     }
-    db::delete_round(pool, round).await?;
     Ok(())
 }

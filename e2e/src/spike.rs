@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use couponrush_core::event::RoundId;
 use futures::StreamExt;
+use rand::Rng;
 use rand::seq::SliceRandom;
 use serde::Deserialize;
 use sqlx::MySqlPool;
@@ -17,6 +18,15 @@ pub struct Spike {
     pub users: usize,
     pub requests_per_user: usize,
     pub concurrency: usize,
+}
+
+/// Clients that give up: each request is, with `probability`, abandoned (its
+/// connection dropped, as a closed browser tab or a short client timeout does) after a
+/// random wait of up to `within`.
+#[derive(Clone, Copy, Debug)]
+pub struct HangUps {
+    pub probability: f64,
+    pub within: Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -29,6 +39,8 @@ struct Answer {
 type Reply = (u16, Answer);
 /// When an answer arrived, and the answer.
 type Received = (Instant, Reply);
+/// Who asked, when, and what came back (`None`: the client hung up on purpose).
+type Sent = (usize, Instant, Option<Result<Received, reqwest::Error>>);
 
 /// Every answer of a spike.
 #[derive(Debug, Default)]
@@ -44,6 +56,8 @@ pub struct Tally {
     /// Users told QUEUED at least once.
     pub queued: HashSet<String>,
     pub transport_errors: u64,
+    /// Requests the client abandoned on purpose ([`HangUps`]).
+    pub hung_up: u64,
     pub elapsed: Duration,
     /// Latency of every answered request, sorted.
     pub latencies: Vec<Duration>,
@@ -73,7 +87,18 @@ pub fn user_name(i: usize) -> String {
 impl Spike {
     /// Sends `users × requests_per_user` POSTs, spread over `issue_urls` in turn.
     pub async fn run(&self, issue_urls: &[String]) -> anyhow::Result<Tally> {
-        let tokens: Vec<String> = (0..self.users).map(|i| crate::token(&user_name(i))).collect();
+        self.run_as(issue_urls, 0, None).await
+    }
+
+    /// [`Spike::run`] with users numbered from `first_user` (so that a second spike can
+    /// bring fresh users), some of whom hang up if `hang_ups` says so.
+    pub async fn run_as(
+        &self,
+        issue_urls: &[String],
+        first_user: usize,
+        hang_ups: Option<HangUps>,
+    ) -> anyhow::Result<Tally> {
+        let tokens: Vec<String> = (0..self.users).map(|i| crate::token(&user_name(first_user + i))).collect();
         let mut order: Vec<usize> =
             (0..self.users).flat_map(|u| std::iter::repeat_n(u, self.requests_per_user)).collect();
         order.shuffle(&mut rand::rng());
@@ -82,31 +107,39 @@ impl Spike {
             .timeout(Duration::from_secs(30))
             .build()?;
         let started = Instant::now();
-        let answers: Vec<(usize, Instant, Result<Received, reqwest::Error>)> =
-            futures::stream::iter(order.into_iter().enumerate())
-                .map(|(n, user)| {
-                    let client = &client;
-                    let url = &issue_urls[n % issue_urls.len()];
-                    let token = &tokens[user];
-                    async move {
-                        let sent = Instant::now();
-                        let answer = async {
-                            let response = client.post(url).bearer_auth(token).send().await?;
-                            let code = response.status().as_u16();
-                            let answer = response.json::<Answer>().await?;
-                            Ok((Instant::now(), (code, answer)))
-                        }
-                        .await;
-                        (user, sent, answer)
-                    }
-                })
-                .buffer_unordered(self.concurrency)
-                .collect()
-                .await;
+        let answers: Vec<Sent> = futures::stream::iter(order.into_iter().enumerate())
+            .map(|(n, user)| {
+                let client = &client;
+                let url = &issue_urls[n % issue_urls.len()];
+                let token = &tokens[user];
+                let patience = hang_ups.and_then(|hang| {
+                    let mut rng = rand::rng();
+                    rng.random_bool(hang.probability.clamp(0.0, 1.0)).then(|| hang.within.mul_f64(rng.random()))
+                });
+                async move {
+                    let sent = Instant::now();
+                    let answer = async {
+                        let response = client.post(url).bearer_auth(token).send().await?;
+                        let code = response.status().as_u16();
+                        let answer = response.json::<Answer>().await?;
+                        Ok((Instant::now(), (code, answer)))
+                    };
+                    let answer = match patience {
+                        // Dropping the request future closes its connection mid-request.
+                        Some(patience) => tokio::time::timeout(patience, answer).await.ok(),
+                        None => Some(answer.await),
+                    };
+                    (first_user + user, sent, answer)
+                }
+            })
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
         let mut tally = Tally { elapsed: started.elapsed(), ..Tally::default() };
         for (user, sent, answer) in answers {
             match answer {
-                Ok((received, (code, answer))) => {
+                None => tally.hung_up += 1,
+                Some(Ok((received, (code, answer)))) => {
                     tally.latencies.push(received - sent);
                     if answer.status == "SOLD_OUT" && tally.first_sold_out.is_none_or(|first| received < first) {
                         tally.first_sold_out = Some(received);
@@ -122,7 +155,7 @@ impl Spike {
                     }
                     *tally.by_status.entry(answer.status).or_default() += 1;
                 }
-                Err(error) => {
+                Some(Err(error)) => {
                     tracing::warn!(%error, "request failed");
                     tally.transport_errors += 1;
                 }

@@ -80,3 +80,46 @@ async fn reconciliation_republishes_an_admission_that_never_reached_kafka() -> a
     assert_eq!(db::count_coupons(&pool, &round).await?, 2);
     consumer.stop().await
 }
+
+/// Issue 11, finding 3: after Redis lost an admission (a failover to a replica that lacked
+/// it), it hands the same seq to another user. That coupon can never be stored under its
+/// seq: reconciliation must call it a conflict, not count it as persisted, and the
+/// consumer must count it rather than pass it as a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seq_reused_for_another_user_is_a_conflict_not_a_persisted_coupon() -> anyhow::Result<()> {
+    let scope = Scope::new("conflict").await?;
+    let round = scope.round("failover")?;
+    scope.prewarm(&round, Strategy::KafkaAsync, 5, Duration::ZERO).await?;
+    let consumer = scope.start_consumer().await?;
+    let keys = RoundKeys::new(&round);
+    let mut redis = scope.redis().await?;
+    let publisher = Publisher::new(&scope.env.kafka_brokers, &scope.topic, Duration::from_secs(5))?;
+    let pool = scope.pool().await?;
+
+    let ann = admission::admit(&mut redis, &keys, &round.to_string(), "ann").await?;
+    let Admission::Issued { seq, slot, at_ms, .. } = ann else { anyhow::bail!("ann not admitted: {ann:?}") };
+    publisher.publish(&IssuedCoupon::new(&round, "ann", seq, slot, at_ms)).await?;
+    scope.wait_for_rows(&round, 1, Duration::from_secs(20)).await?;
+
+    // The failover: Redis forgets ann's admission and its confirmation.
+    let _: () = redis::cmd("HDEL").arg(&keys.winners).arg("ann").query_async(&mut redis).await?;
+    let _: () = redis::cmd("DEL").arg(&keys.confirmed).query_async(&mut redis).await?;
+    let _: () =
+        redis::cmd("HSET").arg(&keys.meta).arg("seq").arg(0).arg("remaining").arg(5).query_async(&mut redis).await?;
+    let bob = admission::admit(&mut redis, &keys, &round.to_string(), "bob").await?;
+    let Admission::Issued { seq: bob_seq, slot, at_ms, .. } = bob else { anyhow::bail!("bob not admitted: {bob:?}") };
+    assert_eq!(bob_seq, seq, "the failover hands ann's seq to bob");
+
+    let report = reconcile::reconcile_round(&mut redis, &pool, &publisher, &round).await?;
+    assert_eq!((report.admitted, report.persisted, report.conflicts, report.republished), (1, 0, 1, 0), "{report:?}");
+
+    // The consumer receives bob's coupon: the row keeps ann; the loss is counted.
+    publisher.publish(&IssuedCoupon::new(&round, "bob", bob_seq, slot, at_ms)).await?;
+    couponrush_e2e::wait_until("the consumer to count the conflict", Duration::from_secs(20), || async {
+        let metrics = reqwest::get(format!("{}/metrics", consumer.base_url())).await?.text().await?;
+        Ok(metrics.lines().any(|line| line == "couponrush_consumer_conflicts_total 1"))
+    })
+    .await?;
+    assert_eq!(db::count_coupons(&pool, &round).await?, 1);
+    consumer.stop().await
+}

@@ -86,10 +86,21 @@ async fn lookup(state: &AppState, event: &EventId) -> Result<Arc<LiveRound>, Rep
     }
 }
 
+/// The 503 for a failed request, saying only what is known: nothing admitted, outcome
+/// unknown, or the round paused.
 fn unavailable(state: &AppState, error: &IssueError) -> Reply {
-    tracing::warn!(error = %couponrush_core::error_chain(error), "answering 503");
     state.metrics.backend_errors.get_or_create(&crate::metrics::ErrorLabels { kind: error.kind() }).inc();
-    Reply::Unavailable
+    let chain = couponrush_core::error_chain(error);
+    if error.round_paused() {
+        tracing::error!(error = %chain, "answering 503: round paused");
+        Reply::RoundPaused
+    } else if error.outcome_unknown() {
+        tracing::warn!(error = %chain, "answering 503: outcome unknown");
+        Reply::OutcomeUnknown
+    } else {
+        tracing::warn!(error = %chain, "answering 503");
+        Reply::Unavailable
+    }
 }
 
 async fn issue(
@@ -107,7 +118,7 @@ async fn issue(
 }
 
 async fn decide(
-    state: &AppState,
+    state: &Arc<AppState>,
     namespace: &str,
     name: &str,
     headers: &HeaderMap,
@@ -139,7 +150,33 @@ async fn decide(
     if live.is_sold_out() {
         return (Reply::SoldOut, Some(live.strategy));
     }
-    let reply = match strategies::issue(state, &live, &user).await {
+    if live.has_vanished() {
+        return (unavailable(state, &IssueError::RoundVanished), Some(live.strategy));
+    }
+    // axum drops this future when the client hangs up. Everything from the admission on
+    // runs in its own task, so an admitted coupon is always published (or rolled back),
+    // a counter place always given back, and an unknown outcome settled, whoever is
+    // still listening.
+    let admission = {
+        let (state, live, user) = (state.clone(), live.clone(), user.clone());
+        let guard = state.admissions.enter();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let result = strategies::issue(&state, &live, &user).await;
+            if let Err(error) = &result
+                && error.outcome_unknown()
+                && live.strategy == Strategy::KafkaAsync
+            {
+                let guard = state.admissions.enter();
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    strategies::settle_unknown(&state, &live, &user).await;
+                });
+            }
+            result
+        })
+    };
+    let reply = match admission.await.map_err(IssueError::Panicked).and_then(|issued| issued) {
         Ok(outcome) => outcome_reply(outcome, live.round.round),
         Err(error) => unavailable(state, &error),
     };
@@ -165,6 +202,7 @@ fn outcome_reply(outcome: Outcome, round: u32) -> Reply {
             }
             Admission::Ended => Reply::Ended,
             Admission::UnknownRound => Reply::UnknownEvent,
+            Admission::Regressed { .. } => Reply::RoundPaused,
         },
     }
 }

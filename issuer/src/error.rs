@@ -1,12 +1,17 @@
-//! Why a request could not be decided. Every variant is a backend that did not answer,
-//! so every one becomes 503 with nothing admitted; the chain goes to the log only.
+//! Why a request could not be decided. Every variant becomes a 503; the chain goes to
+//! the log only. What the answer may claim depends on the variant: most prove that
+//! nothing was admitted (`UNAVAILABLE`), some leave it unknown ([`IssueError::outcome_unknown`]:
+//! `OUTCOME_UNKNOWN`, and a retry tells), and a round whose Redis state vanished or went
+//! back in time is paused ([`IssueError::round_paused`]).
+
+use couponrush_core::admission::{ScriptError, may_have_run};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IssueError {
     #[error("looking up the event in Redis failed")]
     LookupEvent(#[source] redis::RedisError),
     #[error("the admission script failed")]
-    Admit(#[source] couponrush_core::admission::ScriptError),
+    Admit(#[source] ScriptError),
     #[error("publishing the coupon to Kafka failed")]
     Publish(#[source] rdkafka::error::KafkaError),
     #[error("the database transaction failed")]
@@ -21,6 +26,14 @@ pub enum IssueError {
     Queue(#[source] redis::RedisError),
     #[error("reading the caller's result failed")]
     ReadResult(#[source] redis::RedisError),
+    #[error("the round's keys vanished from Redis while it was live (Redis restarted without its data, or flushed)")]
+    RoundVanished,
+    #[error(
+        "Redis' seq counter of the round is {seq_in_redis}, below seq {seen} already handed out: Redis lost writes"
+    )]
+    RoundRegressed { seq_in_redis: u32, seen: u32 },
+    #[error("the admission task panicked")]
+    Panicked(#[source] tokio::task::JoinError),
 }
 
 impl IssueError {
@@ -35,6 +48,37 @@ impl IssueError {
             IssueError::Gate(_) => "gate",
             IssueError::Queue(_) => "queue",
             IssueError::ReadResult(_) => "read_result",
+            IssueError::RoundVanished | IssueError::RoundRegressed { .. } => "round_lost",
+            IssueError::Panicked(_) => "panicked",
         }
+    }
+
+    /// Whether the request may have been admitted although it failed: a write whose
+    /// reply never came (a timeout, a dropped connection) or a transaction whose commit
+    /// was not acknowledged. The answer must not say "nothing was issued" then; a retry
+    /// is safe and tells (the winners hash or the unique keys return the same seq).
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            IssueError::Admit(ScriptError::Redis(error)) | IssueError::Queue(error) => may_have_run(error),
+            IssueError::Database(error) => commit_may_have_happened(error),
+            IssueError::Panicked(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the round must stop admitting until its Redis state is recovered.
+    pub fn round_paused(&self) -> bool {
+        matches!(self, IssueError::RoundVanished | IssueError::RoundRegressed { .. })
+    }
+}
+
+/// A lost connection or a broken protocol mid-transaction may hide a commit that
+/// happened; an error the server answered (or one from the pool before any statement)
+/// proves the transaction did not commit.
+fn commit_may_have_happened(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(io) => io.kind() != std::io::ErrorKind::ConnectionRefused,
+        sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
+        _ => false,
     }
 }

@@ -30,17 +30,52 @@ pub struct LiveRound {
     pub strategy: Strategy,
     pub stock: AtomicU32,
     sold_out: AtomicBool,
+    /// The highest seq this issuer has seen handed out (by its own admissions or in
+    /// Redis). Redis' counter never goes below it unless Redis lost writes; the
+    /// admission script refuses to admit then.
+    seq_seen: AtomicU32,
+    /// The round's pointer or keys vanished from Redis while this issuer served it.
+    vanished: AtomicBool,
 }
 
 impl LiveRound {
-    fn new(round: RoundId, strategy: Strategy, stock: u32) -> Self {
+    fn new(round: RoundId, strategy: Strategy, stock: u32, seq_seen: u32) -> Self {
         Self {
+            seq_seen: AtomicU32::new(seq_seen),
+            vanished: AtomicBool::new(false),
             label: round.to_string(),
             keys: RoundKeys::new(&round),
             round,
             strategy,
             stock: AtomicU32::new(stock),
             sold_out: AtomicBool::new(false),
+        }
+    }
+
+    /// The highest seq seen so far: Redis' counter must be at least this.
+    pub fn seq_floor(&self) -> u32 {
+        self.seq_seen.load(Ordering::Relaxed)
+    }
+
+    pub fn saw_seq(&self, seq: u32) {
+        self.seq_seen.fetch_max(seq, Ordering::Relaxed);
+    }
+
+    /// Whether the round's state vanished from Redis: admissions stay paused (503) rather
+    /// than start again from nothing, until the keys are back.
+    pub fn has_vanished(&self) -> bool {
+        self.vanished.load(Ordering::Relaxed)
+    }
+
+    pub fn mark_vanished(&self) {
+        if !self.vanished.swap(true, Ordering::Relaxed) {
+            tracing::error!(round = %self.label, "the round's keys vanished from Redis (restart without its data, flush?): admissions are paused");
+        }
+    }
+
+    fn reappeared(&self) {
+        if self.vanished.swap(false, Ordering::Relaxed) {
+            tracing::warn!(round = %self.label, "the round's keys are back in Redis");
         }
     }
 
@@ -68,12 +103,25 @@ enum Cached {
 
 pub struct Events {
     cache: RwLock<HashMap<EventId, Cached>>,
+    /// The highest seq seen of rounds that left the cache (their pointer vanished or
+    /// moved): if such a round comes back, it must not restart below it.
+    seq_seen: RwLock<HashMap<RoundId, u32>>,
     redis: RedisConn,
 }
 
 impl Events {
     pub fn new(redis: RedisConn) -> Self {
-        Self { cache: RwLock::new(HashMap::new()), redis }
+        Self { cache: RwLock::new(HashMap::new()), seq_seen: RwLock::new(HashMap::new()), redis }
+    }
+
+    fn forget(&self, event: &EventId) {
+        let removed = self.cache.write().ok().and_then(|mut cache| cache.remove(event));
+        if let Some(Cached::Known(live)) = removed
+            && let Ok(mut seen) = self.seq_seen.write()
+        {
+            let floor = seen.entry(live.round.clone()).or_default();
+            *floor = (*floor).max(live.seq_floor());
+        }
     }
 
     /// The event's current round; `None` if the event was never pre-warmed.
@@ -122,7 +170,11 @@ impl Events {
         let Some(meta) = round_meta(&mut redis, &keys).await? else {
             return Ok(None);
         };
-        let live = LiveRound::new(round, strategy, meta.stock);
+        let remembered = self.seq_seen.read().ok().and_then(|seen| seen.get(&round).copied()).unwrap_or(0);
+        if meta.seq < remembered {
+            tracing::error!(%round, seq_in_redis = meta.seq, seq_seen = remembered, "the round came back in Redis with a lower seq counter: Redis lost writes; admissions stay paused");
+        }
+        let live = LiveRound::new(round, strategy, meta.stock, meta.seq.max(remembered));
         if tracks_remaining(strategy) && meta.remaining == 0 {
             live.mark_sold_out();
         }
@@ -161,15 +213,26 @@ impl Events {
                     continue;
                 }
             };
-            let changed =
-                current.as_ref().is_none_or(|(round, strategy)| *round != live.round || *strategy != live.strategy);
-            if changed {
-                if let Ok(mut cache) = self.cache.write() {
-                    cache.remove(&event);
-                }
+            let Some((round, strategy)) = current else {
+                // Removed after the round (then this issuer is being torn down too), or
+                // lost by Redis: either way, answer 503 rather than admit from nothing.
+                live.mark_vanished();
+                continue;
+            };
+            if round != live.round || strategy != live.strategy {
+                self.forget(&event);
                 continue;
             }
-            if let Ok(Some(meta)) = round_meta(&mut redis, &live.keys).await {
+            let meta = round_meta(&mut redis, &live.keys).await;
+            if let Ok(None) = meta {
+                live.mark_vanished();
+            }
+            if let Ok(Some(meta)) = meta {
+                live.reappeared();
+                if meta.seq < live.seq_floor() {
+                    tracing::error!(round = %live.label, seq_in_redis = meta.seq, seq_seen = live.seq_floor(), "Redis' seq counter went back: Redis lost writes; admissions are paused");
+                }
+                live.saw_seq(meta.seq);
                 let old_stock = live.stock.swap(meta.stock, Ordering::Relaxed);
                 if tracks_remaining(live.strategy) {
                     if meta.remaining > 0 {

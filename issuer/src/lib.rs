@@ -57,6 +57,7 @@ pub async fn build_state(backends: &Backends, config: &ServeConfig) -> anyhow::R
         publisher,
         metrics,
         lock_wait: config.lock_wait,
+        admissions: Arc::default(),
     };
     Ok((Arc::new(state), registry))
 }
@@ -94,6 +95,10 @@ pub async fn run(
         }
     };
     ops.set_ready(false);
+    // Admissions whose clients hung up still run; their coupons must reach Kafka first.
+    if tokio::time::timeout(config.shutdown_grace, state.admissions.idle()).await.is_err() {
+        tracing::warn!(running = state.admissions.running(), "admissions outlived the shutdown grace period");
+    }
     background.cancel();
     for task in tasks {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;

@@ -225,7 +225,7 @@ async fn admit_batch(state: &AppState, live: &LiveRound) -> Result<(), redis::Re
             }
             Ok(Admission::Ended) => decided(&mut redis, live, &user, "E").await?,
             // Not decided: the user stays at the head of the queue for the next tick.
-            Ok(Admission::NotStarted { .. } | Admission::UnknownRound) => {}
+            Ok(Admission::NotStarted { .. } | Admission::UnknownRound | Admission::Regressed { .. }) => {}
             Err(error) => tracing::warn!(%error, round = %live.label, user, "queued admission failed; stays queued"),
         }
     }

@@ -33,6 +33,12 @@ pub enum Reply {
     MethodNotAllowed,
     /// A backend did not answer; nothing was admitted.
     Unavailable,
+    /// A backend did not confirm in time: the request may or may not have been admitted.
+    /// A retry is safe and tells (the same seq comes back if it was).
+    OutcomeUnknown,
+    /// The round's state in Redis vanished or went back in time: admissions are paused
+    /// until it is recovered, so that no seq is handed out twice. Nothing was admitted.
+    RoundPaused,
     /// A fault of ours; the body says nothing more (the log does).
     Internal,
     /// `GET …/issue`: what this user holds.
@@ -100,7 +106,8 @@ impl Reply {
             Reply::TooLarge => "TOO_LARGE",
             Reply::NotFound => "NOT_FOUND",
             Reply::MethodNotAllowed => "METHOD_NOT_ALLOWED",
-            Reply::Unavailable => "UNAVAILABLE",
+            Reply::Unavailable | Reply::RoundPaused => "UNAVAILABLE",
+            Reply::OutcomeUnknown => "OUTCOME_UNKNOWN",
             Reply::Internal => "INTERNAL",
             Reply::MyResult { seq: Some(_), .. } => "ISSUED",
             Reply::MyResult { seq: None, .. } => "NOT_ISSUED",
@@ -120,7 +127,7 @@ impl Reply {
             Reply::BadRequest(_) => StatusCode::BAD_REQUEST,
             Reply::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Reply::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Reply::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Reply::Unavailable | Reply::OutcomeUnknown | Reply::RoundPaused => StatusCode::SERVICE_UNAVAILABLE,
             Reply::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -165,6 +172,16 @@ impl Reply {
             Reply::Unavailable => {
                 Body { status, message: "temporarily unavailable; nothing was issued, please retry", ..Body::default() }
             }
+            Reply::OutcomeUnknown => Body {
+                status,
+                message: "the backend did not confirm in time: you may or may not have a coupon; retry, a retry returns your coupon if you got one",
+                ..Body::default()
+            },
+            Reply::RoundPaused => Body {
+                status,
+                message: "admissions to this round are paused: its state in Redis was lost; nothing was issued, please retry later",
+                ..Body::default()
+            },
             Reply::Internal => Body { status, message: "internal error", ..Body::default() },
             Reply::MyResult { seq, persisted, round } => Body {
                 status,
@@ -188,7 +205,8 @@ impl IntoResponse for Reply {
         let code = self.status_code();
         let extra_header = match &self {
             Reply::NotStarted { retry_after_s, .. } => Some((header::RETRY_AFTER, HeaderValue::from(*retry_after_s))),
-            Reply::Unavailable => Some((header::RETRY_AFTER, HeaderValue::from_static("1"))),
+            Reply::Unavailable | Reply::OutcomeUnknown => Some((header::RETRY_AFTER, HeaderValue::from_static("1"))),
+            Reply::RoundPaused => Some((header::RETRY_AFTER, HeaderValue::from_static("5"))),
             Reply::Unauthorized(_) => Some((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))),
             _ => None,
         };

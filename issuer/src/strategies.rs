@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use couponrush_core::admission::{self, Admission, RollBack};
 use couponrush_core::db::{self, RowLock};
 use couponrush_core::event::Strategy;
-use couponrush_core::keys::SOLD_OUT_CHANNEL;
+use couponrush_core::keys::{SOLD_OUT_CHANNEL, winner_field};
 use couponrush_core::message::IssuedCoupon;
 use rand::Rng;
 use redis::AsyncCommands;
@@ -69,10 +69,21 @@ async fn note_sold_out(state: &AppState, live: &LiveRound, admission: &Admission
 /// confirmed it) and the caller gets 503 with nothing admitted.
 async fn kafka_async(state: &AppState, live: &LiveRound, user: &str) -> Result<Admission, IssueError> {
     let mut redis = state.redis.clone();
-    let admission = admission::admit(&mut redis, &live.keys, &live.label, user).await.map_err(IssueError::Admit)?;
+    let floor = live.seq_floor();
+    let admission =
+        admission::admit_above(&mut redis, &live.keys, &live.label, user, floor).await.map_err(IssueError::Admit)?;
     let Admission::Issued { seq, slot, at_ms, .. } = admission else {
-        return Ok(admission);
+        return match admission {
+            // This issuer loaded the round from those keys: they vanished since.
+            Admission::UnknownRound => {
+                live.mark_vanished();
+                Err(IssueError::RoundVanished)
+            }
+            Admission::Regressed { seq_in_redis } => Err(IssueError::RoundRegressed { seq_in_redis, seen: floor }),
+            other => Ok(other),
+        };
     };
+    live.saw_seq(seq);
     let coupon = IssuedCoupon::new(&live.round, user, seq, slot, at_ms);
     let Err(error) = state.publisher.publish(&coupon).await else {
         return Ok(admission);
@@ -88,6 +99,62 @@ async fn kafka_async(state: &AppState, live: &LiveRound, user: &str) -> Result<A
             Ok(admission)
         }
     }
+}
+
+/// After a `kafka-async` admission whose reply never came: the script may have run (or
+/// may still run, from a socket buffer, once a stalled Redis resumes), leaving a winner
+/// whose coupon nobody publishes. Once Redis answers again, this publishes whatever the
+/// user holds, twice a few seconds apart; re-publishing is harmless (the consumer
+/// confirms against Redis and inserts idempotently). Past its deadline the operator's
+/// reconciliation is the last resort.
+pub async fn settle_unknown(state: &AppState, live: &LiveRound, user: &str) {
+    const CHECKS: [Duration; 2] = [Duration::ZERO, Duration::from_secs(5)];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut published = std::collections::HashSet::new();
+    for wait in CHECKS {
+        tokio::time::sleep(wait).await;
+        let mut backoff = Duration::from_millis(100);
+        let held = loop {
+            match held_seqs(state, live, user).await {
+                Ok(held) => break held,
+                Err(error) if Instant::now() < deadline => {
+                    tracing::debug!(%error, round = %live.label, user, "settling an unknown admission: Redis not answering yet");
+                }
+                Err(error) => {
+                    tracing::error!(%error, round = %live.label, user, "gave up settling an unknown admission; reconciliation will");
+                    return;
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        };
+        for (slot, seq) in held {
+            if !published.insert(seq) {
+                continue;
+            }
+            let coupon = IssuedCoupon::new(&live.round, user, seq, slot, couponrush_core::wall_clock_ms());
+            match state.publisher.publish(&coupon).await {
+                Ok(()) => {
+                    live.saw_seq(seq);
+                    tracing::info!(round = %live.label, user, seq, "published the coupon of an admission whose reply was lost");
+                }
+                Err(error) => {
+                    tracing::error!(%error, round = %live.label, user, seq, "publishing a settled admission failed; reconciliation will");
+                }
+            }
+        }
+    }
+}
+
+/// The (slot, seq) of every coupon `user` holds in the round's winners hash.
+async fn held_seqs(state: &AppState, live: &LiveRound, user: &str) -> redis::RedisResult<Vec<(u32, u32)>> {
+    let mut redis = state.redis.clone();
+    let per_user: Option<u32> = redis.hget(&live.keys.meta, "per_user").await?;
+    let slots: Vec<u32> = (1..=per_user.unwrap_or(1).max(1)).collect();
+    let fields: Vec<String> = slots.iter().map(|slot| winner_field(user, *slot)).collect();
+    let held: Vec<Option<u32>> =
+        redis::cmd("HMGET").arg(&live.keys.winners).arg(&fields).query_async(&mut redis).await?;
+    Ok(slots.into_iter().zip(held).filter_map(|(slot, seq)| seq.map(|seq| (slot, seq))).collect())
 }
 
 /// Retries a synchronous issue a few times on deadlocks and lost connections.
@@ -162,7 +229,18 @@ enum Gated {
 async fn counter_gate(state: &AppState, live: &LiveRound, user: &str) -> Result<Gated, IssueError> {
     let mut redis = state.redis.clone();
     let stock = live.stock.load(std::sync::atomic::Ordering::Relaxed);
-    let place: u32 = redis.incr(&live.keys.admitted, 1).await.map_err(IssueError::Gate)?;
+    let place: u32 = match redis.incr(&live.keys.admitted, 1).await {
+        Ok(place) => place,
+        Err(error) => {
+            // The INCR may have counted: give the place back. If it had not, the gate
+            // is one place too lenient, which costs one more MySQL check and never a
+            // coupon (MySQL decides); a place never given back would leave stock unsold.
+            if admission::may_have_run(&error) {
+                give_back_place(state, live).await;
+            }
+            return Err(IssueError::Gate(error));
+        }
+    };
     if place > stock {
         give_back_place(state, live).await;
         return Ok(Gated::Full);
