@@ -56,6 +56,8 @@ pub struct Tally {
     /// Users told QUEUED at least once.
     pub queued: HashSet<String>,
     pub transport_errors: u64,
+    /// The first request that failed without an answer, for the report.
+    pub first_transport_error: Option<String>,
     /// Requests the client abandoned on purpose ([`HangUps`]).
     pub hung_up: u64,
     pub elapsed: Duration,
@@ -158,6 +160,9 @@ impl Spike {
                 Some(Err(error)) => {
                     tracing::warn!(%error, "request failed");
                     tally.transport_errors += 1;
+                    if tally.first_transport_error.is_none() {
+                        tally.first_transport_error = Some(format!("{error:?}"));
+                    }
                 }
             }
         }

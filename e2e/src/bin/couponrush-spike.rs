@@ -106,6 +106,9 @@ async fn main() -> anyhow::Result<()> {
         "  answers     {:?}, errors {errors} (broken connections: {})",
         tally.by_status, tally.transport_errors
     );
+    if let Some(error) = &tally.first_transport_error {
+        println!("  first broken connection: {error}");
+    }
     println!(
         "  issued      {} (201 answers)   persisted {} (MySQL rows)   201s without their row {unpersisted}",
         tally.issued.len(),
