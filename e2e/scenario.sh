@@ -166,14 +166,16 @@ fi
 
 # In-cluster, the workloads need time to start as pods: a longer lead (and, with faults, room
 # for a new leader to take over during Warming).
-lead_ms=25000 warmup=15s
-[ -n "$in_cluster" ] && lead_ms=45000 warmup=35s
+lead_ms=25000 warmup=15s teardown=5s
+# In-cluster the issuer pods go with the teardown, so the round must outlast the spike's
+# sold-out tail (about 10 s); locally the issuer is a process of this script.
+[ -n "$in_cluster" ] && lead_ms=45000 warmup=35s teardown=40s
 [ -n "$faults" ] && lead_ms=75000 warmup=65s
 start_ms=$(( $(date +%s%3N) + lead_ms ))
 start=$(date -u -d "@$((start_ms / 1000)).$((start_ms % 1000))" +%Y-%m-%dT%H:%M:%S.%3NZ)
-say "applying the seed event $ns/$event: $stock coupons at $start (warm-up $warmup, teardown 5s)"
+say "applying the seed event $ns/$event: $stock coupons at $start (warm-up $warmup, teardown $teardown)"
 sed -e "s/^  name: opening-day$/  name: $event/" -e "s/^  startTime: .*/  startTime: \"$start\"/" \
-  -e "s/^  warmup: .*/  warmup: $warmup/" -e "s/^  teardownAfter: .*/  teardownAfter: 5s/" examples/opening-day.yaml \
+  -e "s/^  warmup: .*/  warmup: $warmup/" -e "s/^  teardownAfter: .*/  teardownAfter: $teardown/" examples/opening-day.yaml \
   | $kubectl apply -f - >/dev/null
 [ -z "$capacity_patch" ] || $kubectl -n "$ns" patch couponevent "$event" --type merge -p "$capacity_patch" >/dev/null
 

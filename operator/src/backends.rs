@@ -40,6 +40,11 @@ impl Clients {
         Ok(())
     }
 
+    /// The next [`Clients::migrate_once`] applies the migrations again (they are idempotent).
+    pub fn schema_unverified(&self) {
+        self.migrated.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn publisher(&self, topic: &str) -> Result<Publisher, Error> {
         Publisher::new(&self.kafka_brokers, topic, Duration::from_secs(10)).map_err(Error::CreateTopic)
     }

@@ -262,7 +262,12 @@ async fn apply(ce: &CouponEvent, context: &Context) -> Result<Action, Error> {
                             "stock {requested} is below the {issued} coupons already issued; the round keeps its stock"
                         ),
                     )),
-                    Err(error) => return Err(Error::Prewarm(error)),
+                    Err(error) => {
+                        // The database may have been replaced under us (restored, recreated):
+                        // check the schema again before the retry.
+                        clients.schema_unverified();
+                        return Err(Error::Prewarm(error));
+                    }
                 },
             }
             let inputs = WorkloadInputs {
