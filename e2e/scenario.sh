@@ -183,7 +183,7 @@ phase() { $kubectl -n "$ns" get couponevent "$event" -o jsonpath='{.status.phase
 wait_phase() {
   local want=$1 within=$2 deadline=$((SECONDS + $2))
   until [ "$(phase)" = "$want" ]; do
-    [ $SECONDS -lt $deadline ] || fail "not $want within ${within}s (phase: $(phase)); operator log: $state/operator.log"
+    [ $SECONDS -lt $deadline ] || fail "not $want within ${within}s (phase: $(phase))$([ -n "$in_cluster" ] || echo "; operator log: $state/operator.log")"
     sleep 0.5
   done
   say "phase $want"
@@ -234,19 +234,43 @@ wait_phase Live $(( lead_ms / 1000 + 30 ))
 spike_args=(--issuer "$issuer_url" --event "$ns/$event" --stock "$stock" --users 10000 --requests 100000
   --concurrency 128 --opens-at-ms "$start_ms" --database-url "$db_from_host")
 if [ -n "$faults" ]; then
-  # Mid-spike: an issuer pod and then the consumer pod are force-deleted (their Deployments
-  # replace them). Requests in flight on the killed issuer fail; the spike's users retry.
+  # Mid-spike, crashes rather than polite exits: the issuer's container is killed with
+  # SIGKILL 50 ms after the opening (admissions in flight) and its pod force-deleted, then
+  # the consumer's (rows in flight) at 300 ms. Container ids are looked up before the
+  # opening so the kills land within milliseconds.
+  pod_of() { $kubectl -n "$ns" get pods -l "app.kubernetes.io/component=$1,couponrush.io/event=$event" -o jsonpath='{.items[0].metadata.name}'; }
+  container_of() { $kubectl -n "$ns" get pod "$1" -o jsonpath='{.status.containerStatuses[0].containerID}' | sed 's|^containerd://||'; }
+  issuer_pod=$(pod_of issuer) consumer_pod=$(pod_of consumer)
+  issuer_container=$(container_of "$issuer_pod") consumer_container=$(container_of "$consumer_pod")
+  [ -n "$issuer_container" ] && [ -n "$consumer_container" ] || fail "no issuer or consumer container to kill"
+  crash() { # crash <pod> <container>: SIGKILL through the node's containerd, then force-delete
+    ctr --address "$NODE_CONTAINERD_SOCK" --namespace k8s.io tasks kill --signal SIGKILL "$2" >/dev/null \
+      && $kubectl -n "$ns" delete pod "$1" --grace-period=0 --force --wait=false >/dev/null 2>&1
+  }
   (
     sleep_until() { local now; now=$(date +%s%3N); [ "$1" -le "$now" ] || sleep "$(awk -v ms=$(( $1 - now )) 'BEGIN { print ms / 1000 }')"; }
+    sleep_until $((start_ms + 50))
+    crash "$issuer_pod" "$issuer_container" || exit 1
+    say "fault: issuer $issuer_pod killed (SIGKILL) and force-deleted mid-spike"
     sleep_until $((start_ms + 300))
-    $kubectl -n "$ns" delete pod -l app.kubernetes.io/component=issuer,couponrush.io/event=$event --grace-period=0 --force --wait=false >/dev/null 2>&1
-    say "fault: force-deleted the issuer pod(s) mid-spike"
-    sleep_until $((start_ms + 700))
-    $kubectl -n "$ns" delete pod -l app.kubernetes.io/component=consumer,couponrush.io/event=$event --grace-period=0 --force --wait=false >/dev/null 2>&1
-    say "fault: force-deleted the consumer pod mid-spike"
+    crash "$consumer_pod" "$consumer_container" || exit 2
+    say "fault: consumer $consumer_pod killed (SIGKILL) and force-deleted mid-spike"
   ) &
-  pids+=($!)
-  spike_args+=(--tolerate-transport-errors true)
+  faults_pid=$!
+  # The crowd keeps pressing while the issuer is gone (connections refused): this spike
+  # need not sell out, but each of its 201s must become its row.
+  "${spike[@]}" "${spike_args[@]}" --tolerate-transport-errors true --expect-sold-out false | tee "$state/spike-1.txt" \
+    || fail "a 201 of the interrupted spike did not become its row"
+  wait "$faults_pid" || fail "the faults could not be injected (exit $?)"
+  broken=$(sed -n 's/.*broken connections: \([0-9]*\)).*/\1/p' "$state/spike-1.txt")
+  [ "${broken:-0}" -gt 0 ] || fail "no request failed: the issuer was not killed while the spike ran"
+  say "the interrupted spike: $(grep -o 'issued *[0-9]* (201 answers)' "$state/spike-1.txt") before the crash took the issuer away, $broken requests refused"
+  for component in issuer consumer; do
+    $kubectl -n "$ns" rollout status deployment "$event-$component" --timeout=120s >/dev/null || fail "no new $component pod Ready"
+  done
+  new_leader=$($kubectl -n "$release_ns" get lease couponrush-operator -o jsonpath='{.spec.holderIdentity}')
+  [ -n "$new_leader" ] && [ "$new_leader" != "$leader" ] || fail "the Lease still names $leader"
+  say "replacements Ready; the standby operator $new_leader leads; the users press again"
 fi
 "${spike[@]}" "${spike_args[@]}" || fail "the spike's guarantees did not hold"
 

@@ -8,14 +8,16 @@
 #   e2e/pods/engine.sh env      `export DOCKER=...` (the client that talks to it)
 #
 # The daemon this script starts keeps its images in ${XDG_CACHE_HOME:-~/.cache}/couponrush/docker
-# (so a second run builds nothing), runs from $COUPONRUSH_STATE_DIR/engine, and takes its
-# networks from its own address pool (172.31.0.0/16 by default: DOCKER_BRIDGE_CIDR,
-# DOCKER_ADDRESS_POOL) so it does not clash with a machine's docker0. Only unprivileged
-# containers are used: these machines never grant every capability.
+# (so a second run builds nothing), runs from $COUPONRUSH_STATE_DIR/engine, takes networks
+# from its own address pool (DOCKER_ADDRESS_POOL, 172.31.64.0/18) so it never clashes with a
+# machine's docker0, and has no bridge and no iptables rules of its own: image builds use
+# the host's network. Only unprivileged containers are used: these machines never grant
+# every capability.
 #
 # The client is Debian's docker (20.10), which builds with BuildKit on its own; a newer
 # docker CLI without the buildx plugin cannot (DOCKER overrides the choice).
 set -euo pipefail
+shopt -s inherit_errexit
 export LC_ALL=C PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -23,7 +25,6 @@ STATE="${COUPONRUSH_STATE_DIR:-$ROOT/.state}/engine"
 CACHE="${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/couponrush"
 DATA_ROOT="$CACHE/docker"
 SOCKET="${DOCKER_SOCKET:-/var/run/docker.sock}"
-BRIDGE_CIDR="${DOCKER_BRIDGE_CIDR:-172.31.0.1/24}"
 ADDRESS_POOL="${DOCKER_ADDRESS_POOL:-172.31.64.0/18}"
 START_TIMEOUT="${DOCKER_START_TIMEOUT:-60}"
 DOCKER="${DOCKER:-/usr/bin/docker}"
@@ -35,8 +36,8 @@ answers() { [[ -x "$DOCKER" ]] && "$DOCKER" -H "unix://$SOCKET" version >/dev/nu
 
 our_pid() { # the dockerd this script started, if it still runs
   local pid
-  [[ -s "$STATE/dockerd.pid" ]] || return 1
-  pid="$(tr -dc 0-9 <"$STATE/dockerd.pid")"
+  [[ -s "$STATE/started.pid" ]] || return 1
+  pid="$(tr -dc 0-9 <"$STATE/started.pid")"
   [[ -n "$pid" && "$(cat "/proc/$pid/comm" 2>/dev/null)" == dockerd ]] || return 1
   echo "$pid"
 }
@@ -54,12 +55,17 @@ up() {
   install
   if answers; then log "a docker daemon answers on $SOCKET"; return 0; fi
   mkdir -p "$STATE" "$DATA_ROOT"
-  log "starting dockerd (data root $DATA_ROOT, bridge $BRIDGE_CIDR, pool $ADDRESS_POOL) ..."
+  log "starting dockerd (data root $DATA_ROOT, address pool $ADDRESS_POOL) ..."
+  # Builds run with --network host, so the daemon needs no bridge of its own and leaves the
+  # machine's iptables and forwarding alone. (dockerd writes its own pid file and refuses to
+  # start while it names a live process: ours is a separate file.)
+  rm -f "$STATE/dockerd.pid"
   setsid /usr/sbin/dockerd --host "unix://$SOCKET" --data-root "$DATA_ROOT" \
     --exec-root "$STATE/exec" --pidfile "$STATE/dockerd.pid" \
-    --bip "$BRIDGE_CIDR" --default-address-pool "base=$ADDRESS_POOL,size=24" \
+    --bridge none --iptables=false --ip-forward=false --ip-masq=false \
+    --default-address-pool "base=$ADDRESS_POOL,size=24" \
     </dev/null >>"$STATE/dockerd.log" 2>&1 &
-  echo $! >"$STATE/dockerd.pid"
+  echo $! >"$STATE/started.pid"
   local deadline=$((SECONDS + START_TIMEOUT))
   until answers; do
     our_pid >/dev/null || { tail -n 20 "$STATE/dockerd.log" >&2; die "dockerd exited (log: $STATE/dockerd.log)"; }
@@ -81,7 +87,7 @@ down() {
   local deadline=$((SECONDS + 30))
   while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.3; done
   kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-  rm -f "$STATE/dockerd.pid" "$STATE/started-by-us"
+  rm -f "$STATE/started.pid" "$STATE/started-by-us"
   log "dockerd stopped"
 }
 

@@ -16,6 +16,7 @@
 # the couponrush image is rebuilt when a source file changes, and then only the workspace
 # crates recompile (BuildKit cache mounts keep the registry and target dir).
 set -euo pipefail
+shopt -s inherit_errexit
 export LC_ALL=C PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -28,6 +28,7 @@
 # SERVICE_CIDR=10.96.0.0/16 (DNS at 10.96.0.10), NODE_APISERVER_PORT=26443,
 # NODE_ETCD_PORT=22379, NODE_KUBELET_PORT=20250. State in $COUPONRUSH_STATE_DIR/node.
 set -euo pipefail
+shopt -s inherit_errexit
 export LC_ALL=C PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -47,7 +48,10 @@ ETCD_PEER_PORT=$((ETCD_PORT + 1))
 KUBELET_PORT="${NODE_KUBELET_PORT:-20250}"
 CONTAINERD_SOCK="$STATE/containerd/containerd.sock"
 # The node's image store outlives the node (imports take minutes); containers never do.
-CONTAINERD_ROOT="${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/couponrush/node-containerd-$(dpkg-query -W -f '${Version}' containerd 2>/dev/null | tr -c 'A-Za-z0-9.\n' _)"
+# Keyed by containerd's version (known once it is installed: containerd_root).
+containerd_root() {
+  echo "${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/couponrush/node-containerd-$(dpkg-query -W -f '${Version}' containerd | tr -c 'A-Za-z0-9.\n' _)"
+}
 START_TIMEOUT="${NODE_START_TIMEOUT:-180}"
 PKI="$STATE/pki"
 ADMIN_KUBECONFIG="$STATE/admin.kubeconfig"
@@ -91,7 +95,7 @@ cert() {
     else echo "extendedKeyUsage=clientAuth"; fi
   } >"$PKI/$name.ext"
   openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
-    -days 7 -extfile "$PKI/$name.ext" -out "$PKI/$name.crt" 2>/dev/null
+    -days 365 -extfile "$PKI/$name.ext" -out "$PKI/$name.crt" 2>/dev/null
   rm -f "$PKI/$name.csr" "$PKI/$name.ext"
 }
 
@@ -116,7 +120,7 @@ make_pki() {
   [[ -f "$PKI/.complete" ]] && return 0
   rm -rf "$PKI"; mkdir -p "$PKI"
   openssl ecparam -name prime256v1 -genkey -noout -out "$PKI/ca.key" 2>/dev/null
-  openssl req -x509 -new -key "$PKI/ca.key" -subj "/CN=couponrush-node-ca" -days 7 -out "$PKI/ca.crt" 2>/dev/null
+  openssl req -x509 -new -key "$PKI/ca.key" -subj "/CN=couponrush-node-ca" -days 365 -out "$PKI/ca.crt" 2>/dev/null
   cert apiserver kube-apiserver "" "IP:$NODE_IP,IP:127.0.0.1,IP:$API_SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters
   cert admin couponrush-admin system:masters
@@ -143,7 +147,21 @@ start() { # start <name> <command...>: a process of the node, in its own session
 
 alive() { [[ -s "$STATE/pids/$1" ]] && kill -0 "$(cat "$STATE/pids/$1")" 2>/dev/null; }
 
+# Kernel settings the node changes (forwarding here; the kubelet sets the panic and
+# overcommit ones): saved once, put back by `down`.
+SYSCTLS=(net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables kernel.panic kernel.panic_on_oops vm.overcommit_memory)
+save_sysctls() {
+  [[ -f "$STATE/sysctls" ]] && return 0
+  local k; for k in "${SYSCTLS[@]}"; do echo "$k=$(sysctl -n "$k" 2>/dev/null)"; done >"$STATE/sysctls"
+}
+restore_sysctls() {
+  local line
+  [[ -f "$STATE/sysctls" ]] || return 0
+  while read -r line; do [[ "$line" == *=?* ]] && sysctl -qw "$line" 2>/dev/null || true; done <"$STATE/sysctls"
+}
+
 network() {
+  save_sysctls
   sysctl -qw net.ipv4.ip_forward=1
   sysctl -qw net.bridge.bridge-nf-call-iptables=1 2>/dev/null || true
   # The bridge exists before the first pod, so the API server can listen on its address.
@@ -173,7 +191,7 @@ containerd_up() {
   mkdir -p "$STATE/containerd"
   cat >"$STATE/containerd/config.toml" <<EOF
 version = 2
-root = "$CONTAINERD_ROOT"
+root = "$(containerd_root)"
 state = "$STATE/containerd/state"
 [grpc]
   address = "$CONTAINERD_SOCK"
@@ -294,7 +312,9 @@ metricsBindAddress: 127.0.0.1:20249
 healthzBindAddress: 127.0.0.1:20256
 # Service traffic is masqueraded, so a pod reaching itself or the host reaching a pod
 # through a ClusterIP gets its replies back through the same rules.
-iptables: {masqueradeAll: true}
+# localhostNodePorts off: kube-proxy then leaves route_localnet alone, so nothing outside
+# the machine can reach services bound to 127.0.0.1.
+iptables: {masqueradeAll: true, localhostNodePorts: false}
 # Leave the machine's conntrack sysctls as they are.
 conntrack: {maxPerCore: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
 EOF
@@ -321,6 +341,7 @@ up() {
   install_packages
   "$ROOT/e2e/cluster/build.sh" check node >/dev/null 2>&1 || "$ROOT/e2e/cluster/build.sh" node
   eval "$("$HERE/engine.sh" env)"
+  mkdir -p "$(dirname "$STATE")"
   "$HERE/images.sh" build >"$STATE.images.env.tmp" || die "building the images failed"
   mkdir -p "$STATE"; mv "$STATE.images.env.tmp" "$STATE/images.env"
   if alive kubelet && alive kube-apiserver && node_ready && dns_answers; then
@@ -356,11 +377,26 @@ cni_rules_down() {
   done < <(iptables -t filter -S CNI-FORWARD 2>/dev/null | grep -F -- "$prefix")
 }
 
+ours() { # ours <name>: the pid of a node process this script started, if it still runs as that
+  local pid
+  [[ -s "$STATE/pids/$1" ]] || return 1
+  pid="$(cat "$STATE/pids/$1")"
+  [[ "$( { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null)" == *"$STATE"* ]] || return 1
+  echo "$pid"
+}
+
 down() {
-  local name pid deadline m
-  if [[ -d "$STATE" ]]; then log "stopping the node"; fi
+  local name pid deadline m f
+  [[ -d "$STATE" ]] || return 0   # nothing of ours to stop
+  log "stopping the node"
   # kubelet first (it would restart what we stop), then every container, then the rest.
-  for name in kubelet kube-proxy; do [[ -s "$STATE/pids/$name" ]] && kill -TERM "$(cat "$STATE/pids/$name")" 2>/dev/null || true; done
+  for name in kubelet kube-proxy; do pid="$(ours "$name")" && kill -TERM "$pid" 2>/dev/null || true; done
+  deadline=$((SECONDS + 15))
+  while pid="$(ours kubelet)" && ((SECONDS < deadline)); do sleep 0.2; done
+  pid="$(ours kubelet)" && kill -KILL "$pid" 2>/dev/null || true
+  # our pods' network namespaces, named in their sandboxes' OCI specs (gone once deleted)
+  local netns
+  netns="$(grep -rhos '/var/run/netns/cni-[0-9a-f-]*' "$STATE/containerd/state" 2>/dev/null | sort -u)" || true
   if [[ -S "$CONTAINERD_SOCK" ]]; then
     for pid in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -s SIGKILL "$pid" >/dev/null 2>&1 || true; done
   fi
@@ -368,20 +404,22 @@ down() {
   for pid in $(pgrep -f "containerd-shim.*-address $CONTAINERD_SOCK" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
   [[ -S "$CONTAINERD_SOCK" ]] && remove_containers
   for name in kube-scheduler kube-controller-manager kube-apiserver etcd containerd; do
-    [[ -s "$STATE/pids/$name" ]] && kill -TERM "$(cat "$STATE/pids/$name")" 2>/dev/null || true
+    pid="$(ours "$name")" && kill -TERM "$pid" 2>/dev/null || true
   done
   deadline=$((SECONDS + 20))
   for f in "$STATE"/pids/*; do
     [[ -f "$f" ]] || continue
-    pid="$(cat "$f")"
+    pid="$(ours "$(basename "$f")")" || continue
     while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
     kill -KILL "$pid" 2>/dev/null || true
   done
+  # shims that outlived containerd
+  for pid in $(pgrep -f "containerd-shim.*-address $CONTAINERD_SOCK" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
   # mounts under the state dir (pod volumes, container root filesystems), deepest first
   while read -r m; do umount -l "$m" 2>/dev/null || true; done < <(awk -v s="$STATE/" 'index($2, s) == 1 {print $2}' /proc/mounts | sort -r)
-  for m in /var/run/netns/cni-*; do [[ -e "$m" ]] && { ip netns delete "$(basename "$m")" 2>/dev/null || true; }; done
+  for m in $netns; do [[ -e "$m" ]] && { ip netns delete "$(basename "$m")" 2>/dev/null || true; }; done
   cni_rules_down
-  if [[ -x "$BIN/kube-proxy" ]] && iptables -t nat -S 2>/dev/null | grep -q KUBE-; then
+  if [[ -x "$BIN/kube-proxy" && -f "$STATE/pids/kube-proxy" ]] && iptables -t nat -S 2>/dev/null | grep -q KUBE-; then
     "$BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
   fi
   ip link show "$BRIDGE" >/dev/null 2>&1 && ip link delete "$BRIDGE" 2>/dev/null || true
@@ -389,7 +427,8 @@ down() {
   for m in /sys/fs/cgroup/*/kubepods; do
     [[ -d "$m" ]] && find "$m" -depth -type d -exec rmdir {} \; 2>/dev/null || true
   done
-  rm -rf "$STATE"
+  restore_sysctls
+  rm -rf --one-file-system "$STATE"
   log "down"
 }
 
@@ -399,6 +438,7 @@ case "${1:-}" in
   status) node_ready ;;
   env)
     echo "export KUBECONFIG=$ADMIN_KUBECONFIG"
+    echo "export NODE_CONTAINERD_SOCK=$CONTAINERD_SOCK"
     echo "export COUPONRUSH_K8S_BIN_DIR=$BIN"
     echo "export COUPONRUSH_TOOLS_BIN_DIR=$("$ROOT/e2e/cluster/build.sh" print-tools-dir)"
     sed -n 's/^\([a-z]*\)=\(.*\)$/export IMAGE_\U\1\E=\2/p' "$STATE/images.env" 2>/dev/null || true
