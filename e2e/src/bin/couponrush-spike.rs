@@ -101,10 +101,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let distinct: std::collections::HashSet<&str> = rows.iter().map(|(user, _)| user.as_str()).collect();
     let sent = spike.users * spike.requests_per_user;
-    let errors =
-        tally.server_errors() + if args.tolerate_transport_errors { 0 } else { tally.transport_errors };
+    let errors = tally.server_errors() + if args.tolerate_transport_errors { 0 } else { tally.transport_errors };
     // Every 201 is a row with the seq that answer gave.
-    let row_set: std::collections::HashSet<(&str, u32)> = rows.iter().map(|(user, seq)| (user.as_str(), *seq)).collect();
+    let row_set: std::collections::HashSet<(&str, u32)> =
+        rows.iter().map(|(user, seq)| (user.as_str(), *seq)).collect();
     let unpersisted = tally.issued.iter().filter(|(user, seq)| !row_set.contains(&(user.as_str(), *seq))).count();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!();
@@ -121,10 +121,7 @@ async fn main() -> anyhow::Result<()> {
         ms(tally.latency(0.99)),
         ms(tally.latency(1.0))
     );
-    println!(
-        "  answers     {:?}, errors {errors} (broken connections: {})",
-        tally.by_status, tally.transport_errors
-    );
+    println!("  answers     {:?}, errors {errors} (broken connections: {})", tally.by_status, tally.transport_errors);
     if let Some(error) = &tally.first_transport_error {
         println!("  first broken connection: {error}");
     }
@@ -145,8 +142,11 @@ async fn main() -> anyhow::Result<()> {
         None => println!("  never sold out"),
     }
     anyhow::ensure!(
-        (if args.expect_sold_out { rows.len() as u64 == stock_for_users } else { rows.len() as u64 <= stock_for_users })
-            && distinct.len() == rows.len()
+        (if args.expect_sold_out {
+            rows.len() as u64 == stock_for_users
+        } else {
+            rows.len() as u64 <= stock_for_users
+        }) && distinct.len() == rows.len()
             && errors == 0
             && unpersisted == 0,
         "the guarantees did not hold"
