@@ -27,7 +27,11 @@ pub use couponrush_core::event::Strategy;
     printcolumn = r#"{"name":"Persisted","type":"integer","jsonPath":".status.persisted"}"#,
     printcolumn = r#"{"name":"Start","type":"date","jsonPath":".status.roundStartsAt"}"#,
     printcolumn = r#"{"name":"Strategy","type":"string","jsonPath":".spec.strategy","priority":1}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    // The workloads are named `<name>-issuer` and `<name>-consumer` (Services and
+    // Deployments: DNS-1035 labels of at most 63 characters), so the name must fit them
+    // before anything is pre-warmed. MAX_EVENT_NAME_LEN below is the same bound.
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 54").message("the event name must be a DNS-1035 label of at most 54 characters (a-z, 0-9 and '-', starting with a letter): the workloads are named <name>-issuer and <name>-consumer")
 )]
 #[x_kube(validation = Rule::new("has(self.startTime) != has(self.schedule)").message("set exactly one of startTime (a one-off event) or schedule (a round every day)"))]
 #[x_kube(validation = Rule::new("!has(self.endTime) || !has(self.startTime) || timestamp(self.endTime) > timestamp(self.startTime)").message("endTime must be after startTime"))]
@@ -237,6 +241,11 @@ pub struct CouponEventStatus {
     pub observed_generation: Option<i64>,
 }
 
+/// The longest event name the workloads can carry: `<name>-consumer` must be a DNS-1035
+/// label (63 characters). The schema enforces it (a CEL rule on `metadata.name`).
+pub const MAX_EVENT_NAME_LEN: usize = 63 - "-consumer".len();
+const _: () = assert!(MAX_EVENT_NAME_LEN == 54, "the CEL rule on metadata.name says 54");
+
 /// The CRD as YAML, as `crdgen` prints it and as committed in `crds/couponevent.yaml`.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     use kube::CustomResourceExt;
@@ -288,6 +297,7 @@ mod tests {
         for expected in [
             "set exactly one of startTime",
             "endTime must be after startTime",
+            "the event name must be a DNS-1035 label of at most 54 characters",
             "minimum: 1",
             "t3.medium",
             "kafka-async",

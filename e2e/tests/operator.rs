@@ -188,11 +188,19 @@ async fn invalid_events_are_rejected_with_a_readable_message() -> anyhow::Result
     let mut backwards = event("backwards", 10, Duration::from_secs(60), "1m")?;
     backwards.spec.end_time =
         Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time("2020-01-01T00:00:00Z".parse()?));
+    // Names the workloads cannot carry: rejected before anything is pre-warmed.
+    let name_rule = "the event name must be a DNS-1035 label";
+    let dotted = event("sale.v2", 10, Duration::from_secs(60), "1m")?;
+    let too_long = event(&"a".repeat(couponrush_crds::MAX_EVENT_NAME_LEN + 1), 10, Duration::from_secs(60), "1m")?;
+    let leading_digit = event("2026-opening", 10, Duration::from_secs(60), "1m")?;
     for (manifest, expected) in [
         (zero, "spec.stock: Invalid value: 0"),
         (both, "set exactly one of startTime"),
         (backwards, "endTime must be after startTime"),
         (queue_two_each, "the queue strategy gives one coupon per user"),
+        (dotted, name_rule),
+        (too_long, name_rule),
+        (leading_digit, name_rule),
     ] {
         match api.create(&PostParams::default(), &manifest).await {
             Err(kube::Error::Api(status)) => {
@@ -201,6 +209,10 @@ async fn invalid_events_are_rejected_with_a_readable_message() -> anyhow::Result
             other => anyhow::bail!("{} was not rejected: {other:?}", manifest.name_any()),
         }
     }
+    // The longest name that fits is accepted (and removed again: no operator runs here).
+    let longest = event(&"a".repeat(couponrush_crds::MAX_EVENT_NAME_LEN), 10, Duration::from_secs(60), "1m")?;
+    api.create(&PostParams::default(), &longest).await.context("a 54-character name was refused")?;
+    api.delete(&longest.name_any(), &Default::default()).await?;
     // An unknown strategy cannot even be written through the typed client; send raw JSON.
     let raw = json!({"apiVersion": "couponrush.io/v1alpha1", "kind": "CouponEvent", "metadata": {"name": "fastest"},
         "spec": {"coupon": {"name": "c", "amount": 1, "currency": "KRW"}, "stock": 1, "startTime": "2030-01-01T00:00:00Z", "strategy": "fastest"}});
