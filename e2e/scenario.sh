@@ -264,7 +264,7 @@ if [ -n "$faults" ]; then
   wait "$faults_pid" || fail "the faults could not be injected (exit $?)"
   broken=$(sed -n 's/.*broken connections: \([0-9]*\)).*/\1/p' "$state/spike-1.txt")
   [ "${broken:-0}" -gt 0 ] || fail "no request failed: the issuer was not killed while the spike ran"
-  say "the interrupted spike: $(grep -o 'issued *[0-9]* (201 answers)' "$state/spike-1.txt") before the crash took the issuer away, $broken requests refused"
+  say "the interrupted spike: $(grep -o 'issued *[0-9]* (201 answers)' "$state/spike-1.txt") in all (before the crash and after the replacement came up), $broken requests refused"
   for component in issuer consumer; do
     $kubectl -n "$ns" rollout status deployment "$event-$component" --timeout=120s >/dev/null || fail "no new $component pod Ready"
   done
