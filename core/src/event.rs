@@ -131,6 +131,34 @@ impl Strategy {
             Strategy::Queue => "queue",
         }
     }
+
+    /// Whether the round's counts (coupons issued and remaining) live in Redis: the
+    /// winners hash and the meta hash's `remaining`. Otherwise an admission is a MySQL
+    /// transaction and the round's MySQL stock row holds the counts (Redis `remaining`
+    /// is then at most a fast-fail gate or a working copy, never the answer).
+    pub fn counts_in_redis(self) -> bool {
+        matches!(self, Strategy::KafkaAsync)
+    }
+
+    /// Whether Redis `remaining` reaches 0 when the round sells out, so that an issuer
+    /// can remember "sold out" from it: the Lua admission keeps it, and the queue's
+    /// scheduler sets it as it admits.
+    pub fn redis_remaining_is_current(self) -> bool {
+        matches!(self, Strategy::KafkaAsync | Strategy::Queue)
+    }
+
+    /// Whether admitted coupons travel through Kafka to the consumer, so that a round is
+    /// drained only once the consumer has written them, and a coupon the consumer never
+    /// saw can be re-published from the winners hash.
+    pub fn persists_through_kafka(self) -> bool {
+        matches!(self, Strategy::KafkaAsync)
+    }
+
+    /// The most coupons one user may hold per round, whatever `perUser` says: the
+    /// queue keeps one result per user.
+    pub fn max_per_user(self) -> Option<u32> {
+        matches!(self, Strategy::Queue).then_some(1)
+    }
 }
 
 impl fmt::Display for Strategy {
@@ -190,6 +218,20 @@ mod tests {
         let round = EventId::new("ns", "spring-sale")?.round(7);
         assert_eq!(round.to_string().parse::<RoundId>()?, round);
         Ok(())
+    }
+
+    #[test]
+    fn strategy_facts() {
+        let in_redis: Vec<_> = Strategy::ALL.into_iter().filter(|s| s.counts_in_redis()).collect();
+        assert_eq!(in_redis, [Strategy::KafkaAsync]);
+        for strategy in Strategy::ALL {
+            // Counts kept in Redis imply a current Redis `remaining`.
+            assert!(!strategy.counts_in_redis() || strategy.redis_remaining_is_current());
+            assert_eq!(strategy.persists_through_kafka(), strategy == Strategy::KafkaAsync);
+        }
+        assert!(Strategy::Queue.redis_remaining_is_current());
+        assert_eq!(Strategy::Queue.max_per_user(), Some(1));
+        assert_eq!(Strategy::DbLock.max_per_user(), None);
     }
 
     #[test]

@@ -73,7 +73,7 @@ pub async fn prewarm(
         return Err(PrewarmError::ZeroStock);
     }
     // The queue keeps one result per user (its scheduler admits a user once).
-    if spec.strategy == Strategy::Queue && spec.per_user > 1 {
+    if spec.strategy.max_per_user().is_some_and(|max| spec.per_user > max) {
         return Err(PrewarmError::QueueAllowsOnePerUser);
     }
     if let Some(row) = db::round_row(pool, round).await?

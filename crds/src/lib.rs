@@ -246,6 +246,31 @@ pub struct CouponEventStatus {
 pub const MAX_EVENT_NAME_LEN: usize = 63 - "-consumer".len();
 const _: () = assert!(MAX_EVENT_NAME_LEN == 54, "the CEL rule on metadata.name says 54");
 
+impl CouponEventStatus {
+    /// A JSON merge patch that makes the stored status exactly `self`: every status field
+    /// `self` leaves empty is sent as `null`, so that starting a new round clears the last
+    /// round's timestamps and counts instead of leaving them behind.
+    pub fn merge_patch(&self) -> Result<serde_json::Value, serde_json::Error> {
+        let mut fields = match serde_json::to_value(self)? {
+            serde_json::Value::Object(fields) => fields,
+            _ => serde_json::Map::new(),
+        };
+        for name in status_field_names() {
+            fields.entry(name.clone()).or_insert(serde_json::Value::Null);
+        }
+        Ok(serde_json::Value::Object(fields))
+    }
+}
+
+/// Every field of the status, from its schema (so a new field is cleared too).
+fn status_field_names() -> &'static [String] {
+    static NAMES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        let schema = schemars::schema_for!(CouponEventStatus);
+        schema.get("properties").and_then(|p| p.as_object()).map(|p| p.keys().cloned().collect()).unwrap_or_default()
+    });
+    &NAMES
+}
+
 /// The CRD as YAML, as `crdgen` prints it and as committed in `crds/couponevent.yaml`.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     use kube::CustomResourceExt;
@@ -292,6 +317,49 @@ mod tests {
     }
 
     #[test]
+    fn a_status_patch_clears_what_the_new_status_leaves_empty() -> anyhow::Result<()> {
+        let fresh = CouponEventStatus { phase: Phase::Warming, round: Some(2), ..CouponEventStatus::default() };
+        let patch = fresh.merge_patch()?;
+        assert_eq!(patch["phase"], "Warming");
+        assert_eq!(patch["round"], 2);
+        for cleared in
+            ["startedAt", "soldOutAt", "drainedAt", "completedAt", "issued", "persisted", "remaining", "conditions"]
+        {
+            assert!(patch[cleared].is_null() && patch.get(cleared).is_some(), "{cleared} is not cleared: {patch}");
+        }
+        // Every field a full status serializes is among the ones a patch can clear.
+        let full = serde_json::to_value(CouponEventStatus {
+            round: Some(1),
+            round_starts_at: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
+            round_ends_at: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
+            remaining: Some(1),
+            issued: Some(1),
+            persisted: Some(1),
+            started_at: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
+            sold_out_at: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
+            drained_at: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
+            completed_at: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
+            message: Some("m".into()),
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                reason: "R".into(),
+                message: String::new(),
+                last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
+                observed_generation: None,
+            }],
+            observed_generation: Some(1),
+            ..CouponEventStatus::default()
+        })?;
+        let keys = full.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+        assert_eq!(keys.len(), status_field_names().len(), "{keys:?}");
+        for key in keys {
+            assert!(status_field_names().contains(&key), "{key}");
+        }
+        Ok(())
+    }
+
+    #[test]
     fn the_schema_carries_validation_and_docs() -> anyhow::Result<()> {
         let yaml = crd_yaml()?;
         for expected in [
@@ -304,9 +372,11 @@ mod tests {
             "Coupons per round",
             "shortNames:",
             "status: {}",
+            "the event name must be a DNS-1035 label",
         ] {
             assert!(yaml.contains(expected), "CRD lacks {expected:?}");
         }
+        assert!(yaml.contains(&format!("size(self.metadata.name) <= {MAX_EVENT_NAME_LEN}")), "the rule's limit");
         Ok(())
     }
 }

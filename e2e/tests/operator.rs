@@ -5,6 +5,7 @@
 //! election between two replicas.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -12,16 +13,19 @@ use couponrush_core::db;
 use couponrush_core::event::EventId;
 use couponrush_core::keys::RoundKeys;
 use couponrush_core::prewarm::round_meta;
-use couponrush_crds::{CouponEvent, Phase};
+use couponrush_crds::{CouponEvent, CouponEventStatus, Phase};
 use couponrush_e2e::spike::{Spike, check_sold_out, rows};
-use couponrush_e2e::{Scope, Service, unique, wait_until};
+use couponrush_e2e::{Scope, Service, token, unique, wait_until};
 use couponrush_issuer::config::{Backends, ServeConfig};
+use couponrush_operator::clock::Clock;
 use couponrush_operator::config::Config;
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -78,6 +82,11 @@ struct Operator {
 }
 
 async fn start_operator(namespace: &str, identity: &str) -> anyhow::Result<Operator> {
+    start_operator_with_clock(namespace, identity, Clock::system()).await
+}
+
+/// An operator whose *now* the test controls (see `couponrush_operator::clock`).
+async fn start_operator_with_clock(namespace: &str, identity: &str, clock: Clock) -> anyhow::Result<Operator> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let config = Config {
@@ -92,7 +101,7 @@ async fn start_operator(namespace: &str, identity: &str) -> anyhow::Result<Opera
         log_json: false,
     };
     let stop = CancellationToken::new();
-    let task = tokio::spawn(couponrush_operator::run(config, listener, stop.clone()));
+    let task = tokio::spawn(couponrush_operator::run_with_clock(config, listener, stop.clone(), clock));
     Ok(Operator { addr, stop, task })
 }
 
@@ -142,6 +151,14 @@ async fn wait_for_phase(
 /// Starts an issuer and a consumer as the operator configured them: the topic from the
 /// issuer Deployment's environment, the backends from the Secret it references.
 async fn start_workloads_as_configured(cluster: &Cluster, event: &str) -> anyhow::Result<(Service, Service)> {
+    let (issuer, scope) = start_issuer_as_configured(cluster, event).await?;
+    let consumer = scope.start_consumer().await?;
+    Ok((issuer, consumer))
+}
+
+/// The issuer of [`start_workloads_as_configured`], and the scope (with the event's
+/// topic) to start a consumer from.
+async fn start_issuer_as_configured(cluster: &Cluster, event: &str) -> anyhow::Result<(Service, Scope)> {
     let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     let issuer = deployments.get(&format!("{event}-issuer")).await?;
     let container =
@@ -169,8 +186,38 @@ async fn start_workloads_as_configured(cluster: &Cluster, event: &str) -> anyhow
     scope.topic = backends.kafka_topic.clone();
     let serve = ServeConfig { jwt_hs256_secret: Some(value("JWT_HS256_SECRET")?), ..ServeConfig::default() };
     let issuer = scope.start_issuer_with(backends, serve).await?;
-    let consumer = scope.start_consumer().await?;
-    Ok((issuer, consumer))
+    Ok((issuer, scope))
+}
+
+fn condition(ce: &CouponEvent, kind: &str) -> Option<(String, String)> {
+    ce.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == kind).map(|c| (c.status.clone(), c.reason.clone())))
+}
+
+/// The reasons of the Warning events recorded about `name`.
+async fn warnings(cluster: &Cluster, name: &str) -> anyhow::Result<Vec<String>> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    Ok(events
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter_map(|e| e.reason)
+        .collect())
+}
+
+async fn reconciles(operator: &Operator) -> anyhow::Result<u64> {
+    let metrics = reqwest::get(format!("http://{}/metrics", operator.addr)).await?.text().await?;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("couponrush_operator_reconciles_total "))
+        .context("no reconciles metric")?
+        .trim()
+        .parse()
+        .context("reconciles metric")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,29 +345,56 @@ async fn an_event_runs_from_warming_to_completed() -> anyhow::Result<()> {
     operator.stop().await
 }
 
-/// A daily event: round 1 opens at today's (UTC) opening time, sells out, drains and
-/// completes; then the event waits for tomorrow's round, with nothing running and
-/// nothing pre-warmed yet.
+/// Every status the event goes through, as the watch delivers them (one item per write).
+fn record_statuses(api: &Api<CouponEvent>, name: &str) -> Arc<Mutex<Vec<CouponEventStatus>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let stream = kube::runtime::watcher(
+        api.clone(),
+        kube::runtime::watcher::Config::default().fields(&format!("metadata.name={name}")),
+    );
+    let sink = seen.clone();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream.applied_objects());
+        while let Some(Ok(ce)) = stream.next().await {
+            if let (Some(status), Ok(mut seen)) = (ce.status, sink.lock()) {
+                if seen.last() != Some(&status) {
+                    seen.push(status);
+                }
+            }
+        }
+    });
+    seen
+}
+
+/// A daily event runs round after round, each for real. The operator's clock starts a
+/// day behind, so round 1 opens at "yesterday's" opening time (the issuers, on Redis
+/// time, see it as long open); it sells out, drains and completes, and round 2 is
+/// scheduled a day later, with nothing running and nothing pre-warmed. Then the clock is
+/// set right: round 2 falls due on both clocks and must go Warming → Live → SoldOut →
+/// Draining → Completed with its own counts and timestamps.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_daily_event_completes_its_round_and_schedules_tomorrows() -> anyhow::Result<()> {
+async fn a_daily_event_runs_round_after_round() -> anyhow::Result<()> {
     let cluster = cluster("daily").await?;
-    let operator = start_operator(&cluster.namespace, "operator-a").await?;
+    let clock = Clock::shifted(jiff::SignedDuration::from_hours(-24));
+    let operator = start_operator_with_clock(&cluster.namespace, "operator-a", clock.clone()).await?;
     let api: Api<CouponEvent> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     // The schedule has minute resolution: the first whole minute at least 20 s away.
     let now_s = jiff::Timestamp::now().as_second();
     let opens = jiff::Timestamp::from_second((now_s + 20 + 59) / 60 * 60)?;
+    let yesterday = opens - jiff::SignedDuration::from_hours(24);
     let daily = opens.to_zoned(jiff::tz::TimeZone::UTC).strftime("%H:%M").to_string();
     let stock = 10;
     let mut daily_event = event("daily", stock, Duration::from_secs(60), "1s")?;
     daily_event.spec.start_time = None;
     daily_event.spec.schedule =
         Some(couponrush_crds::Schedule { daily: daily.clone(), time_zone: "UTC".into(), open_for: None });
+    let seen = record_statuses(&api, "daily");
     api.create(&PostParams::default(), &daily_event).await?;
 
     let scheduled = wait_for_phase(&api, "daily", Phase::Scheduled, Duration::from_secs(30)).await?;
     let status = scheduled.status.context("status")?;
     assert_eq!(status.round, Some(1));
-    assert_eq!(status.round_starts_at.map(|t| t.0), Some(opens), "round 1 at today's {daily} UTC");
+    assert_eq!(status.round_starts_at.map(|t| t.0), Some(yesterday), "round 1 at {daily} UTC on the operator's clock");
 
     wait_for_phase(&api, "daily", Phase::Live, Duration::from_secs(100)).await?;
     let round = EventId::new(&cluster.namespace, "daily")?.round(1);
@@ -328,13 +402,13 @@ async fn a_daily_event_completes_its_round_and_schedules_tomorrows() -> anyhow::
     let tally = Spike { users: 50, requests_per_user: 2, concurrency: 16 }.run(&[issuer.issue_url(&round)]).await?;
     assert_eq!(tally.server_errors(), 0);
 
-    // Round 1 completes; the next pass plans round 2 for the same time tomorrow.
+    // Round 1 completes; the next pass plans round 2 for the same time a day later.
     wait_until("round 2 to be scheduled", Duration::from_secs(60), || async {
         Ok(api.get("daily").await?.status.is_some_and(|s| s.round == Some(2) && s.phase == Phase::Scheduled))
     })
     .await?;
     let status = api.get("daily").await?.status.context("status")?;
-    assert_eq!(status.round_starts_at.map(|t| t.0), Some(opens + jiff::SignedDuration::from_hours(24)));
+    assert_eq!(status.round_starts_at.map(|t| t.0), Some(opens));
     check_sold_out(stock, &tally.issued, &tally.already, &rows(&cluster.scope.pool().await?, &round).await?)?;
     let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     assert!(deployments.get_opt("daily-issuer").await?.is_none(), "nothing runs between rounds");
@@ -342,6 +416,62 @@ async fn a_daily_event_completes_its_round_and_schedules_tomorrows() -> anyhow::
     assert!(round_meta(&mut redis, &RoundKeys::new(&round)).await?.is_none(), "round 1's keys removed");
     let tomorrow = EventId::new(&cluster.namespace, "daily")?.round(2);
     assert!(round_meta(&mut redis, &RoundKeys::new(&tomorrow)).await?.is_none(), "round 2 not warmed a day early");
+    consumer.stop().await?;
+    issuer.stop().await?;
+    let round_1 = seen
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .iter()
+        .rev()
+        .find(|s| s.round == Some(1) && s.phase == Phase::Completed)
+        .cloned()
+        .context("round 1 was seen Completed")?;
+
+    // A day passes: round 2 is due (on the real clock too, since `opens` has passed).
+    clock.set_offset(jiff::SignedDuration::ZERO);
+    wait_until("round 2 to be Live", Duration::from_secs(60), || async {
+        Ok(api.get("daily").await?.status.is_some_and(|s| s.round == Some(2) && s.phase == Phase::Live))
+    })
+    .await?;
+    let (issuer, consumer) = start_workloads_as_configured(&cluster, "daily").await?;
+    let tally = Spike { users: 40, requests_per_user: 2, concurrency: 16 }.run(&[issuer.issue_url(&tomorrow)]).await?;
+    assert_eq!(tally.server_errors(), 0);
+    assert_eq!(tally.issued.len(), stock as usize, "round 2 hands out its own stock");
+    wait_until("round 2 to be Completed", Duration::from_secs(60), || async {
+        let seen = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        Ok(seen.iter().any(|s| s.round == Some(2) && s.phase == Phase::Completed))
+    })
+    .await?;
+    check_sold_out(stock, &tally.issued, &tally.already, &rows(&cluster.scope.pool().await?, &tomorrow).await?)?;
+    let seen = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    let phases: Vec<Phase> = seen.iter().filter(|s| s.round == Some(2)).map(|s| s.phase).collect();
+    let mut order = phases.clone();
+    order.dedup();
+    assert_eq!(
+        order,
+        [Phase::Scheduled, Phase::Warming, Phase::Live, Phase::SoldOut, Phase::Draining, Phase::Completed],
+        "round 2's phases: {phases:?}"
+    );
+    let done = seen.iter().find(|s| s.round == Some(2) && s.phase == Phase::Completed).context("round 2 done")?;
+    assert_eq!((done.issued, done.persisted, done.remaining), (Some(stock), Some(stock), Some(0)), "{done:?}");
+    let stamp = |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| t.as_ref().map(|t| t.0);
+    let round_1_done = stamp(&round_1.completed_at).context("round 1 completedAt")?;
+    for (what, at) in [
+        ("startedAt", stamp(&done.started_at)),
+        ("soldOutAt", stamp(&done.sold_out_at)),
+        ("drainedAt", stamp(&done.drained_at)),
+        ("completedAt", stamp(&done.completed_at)),
+    ] {
+        let at = at.with_context(|| format!("round 2 has no {what}: {done:?}"))?;
+        assert!(at > round_1_done && at >= opens, "round 2's {what} {at} is round 1's (done {round_1_done})");
+    }
+    assert!(
+        seen.iter().filter(|s| s.round == Some(2) && s.phase == Phase::Warming).all(|s| s.started_at.is_none()
+            && s.issued.is_none_or(|n| n == 0)
+            && s.sold_out_at.is_none()
+            && s.completed_at.is_none()),
+        "round 2 started from a clean slate: {seen:?}"
+    );
 
     consumer.stop().await?;
     issuer.stop().await?;
@@ -423,11 +553,6 @@ async fn changes_while_live_add_stock_and_refuse_what_would_break_the_round() ->
         let api = api.clone();
         async move { api.patch("flash", &PatchParams::default(), &Patch::Merge(json!({"spec": spec}))).await }
     };
-    let condition = |ce: &CouponEvent, kind: &str| {
-        ce.status
-            .as_ref()
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == kind).map(|c| (c.status.clone(), c.reason.clone())))
-    };
     // Raising the stock adds the difference to what remains.
     patch(json!({"stock": 120})).await?;
     wait_until("stock raised", Duration::from_secs(20), || async {
@@ -484,5 +609,209 @@ async fn unreachable_backends_are_reported_and_retried() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(operator.leads().await?, "the operator is still up");
     api.delete("stranded", &DeleteParams::default()).await?;
+    operator.stop().await
+}
+
+/// Finding 2: deleting an event mid-round drains first. 300 coupons are admitted while
+/// the consumer writes 30 rows a second; the event is deleted at once. The consumer
+/// runs as long as its Deployment exists (as its pods would), and every 201 must be a
+/// row when the event is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_event_mid_round_drains_every_admitted_coupon_first() -> anyhow::Result<()> {
+    let cluster = cluster("drain").await?;
+    let operator = start_operator(&cluster.namespace, "operator-a").await?;
+    let api: Api<CouponEvent> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let stock = 300;
+    api.create(&PostParams::default(), &event("drain", stock, Duration::from_secs(4), "1m")?).await?;
+    wait_for_phase(&api, "drain", Phase::Live, Duration::from_secs(30)).await?;
+    let round = EventId::new(&cluster.namespace, "drain")?.round(1);
+    let (issuer, scope) = start_issuer_as_configured(&cluster, "drain").await?;
+    let mut consumer = scope.spawn_consumer_process(30)?;
+    // The consumer's pods go when its Deployment goes.
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let consumer_gone = {
+        let deployments = deployments.clone();
+        tokio::spawn(async move {
+            let gone = wait_until("the consumer Deployment to be deleted", Duration::from_secs(120), || async {
+                Ok(deployments.get_opt("drain-consumer").await?.is_none())
+            })
+            .await;
+            let _ = consumer.kill().await;
+            gone
+        })
+    };
+    let tally =
+        Spike { users: stock as usize, requests_per_user: 1, concurrency: 32 }.run(&[issuer.issue_url(&round)]).await?;
+    assert_eq!(tally.server_errors(), 0);
+    assert_eq!(tally.issued.len(), stock as usize);
+    let persisted_at_delete = db::count_coupons(&cluster.scope.pool().await?, &round).await?;
+    assert!(persisted_at_delete < u64::from(stock), "the consumer is throttled: {persisted_at_delete} rows already");
+
+    api.delete("drain", &DeleteParams::default()).await?;
+    // The drain is visible while it lasts.
+    wait_until("a Terminating condition", Duration::from_secs(15), || async {
+        Ok(api
+            .get_opt("drain")
+            .await?
+            .is_some_and(|ce| condition(&ce, "Terminating").is_some_and(|(s, _)| s == "True")))
+    })
+    .await?;
+    wait_until("the event is gone", Duration::from_secs(90), || async { Ok(api.get_opt("drain").await?.is_none()) })
+        .await?;
+    consumer_gone.await??;
+    check_sold_out(stock, &tally.issued, &tally.already, &rows(&cluster.scope.pool().await?, &round).await?)?;
+    assert!(
+        round_meta(&mut cluster.scope.redis().await?, &RoundKeys::new(&round)).await?.is_none(),
+        "round keys removed after the drain"
+    );
+    issuer.stop().await?;
+    operator.stop().await
+}
+
+/// Finding 2: an event whose backends are gone for good stays deletable: its Secret is
+/// pointed at closed ports mid-Live (the shared backends keep running), and deleting it
+/// finishes within a minute, with a Warning event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_whose_backends_are_gone_is_deleted_within_a_minute() -> anyhow::Result<()> {
+    let cluster = cluster("gone").await?;
+    let operator = start_operator(&cluster.namespace, "operator-a").await?;
+    let api: Api<CouponEvent> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    api.create(&PostParams::default(), &event("gone", 10, Duration::from_secs(4), "1m")?).await?;
+    wait_for_phase(&api, "gone", Phase::Live, Duration::from_secs(30)).await?;
+    let closed = json!({"stringData": {
+        "REDIS_URL": "redis://127.0.0.1:1",
+        "DATABASE_URL": "mysql://couponrush:couponrush@127.0.0.1:1/couponrush",
+        "KAFKA_BROKERS": "127.0.0.1:1",
+    }});
+    Api::<Secret>::namespaced(cluster.client.clone(), &cluster.namespace)
+        .patch("couponrush-backends", &PatchParams::default(), &Patch::Merge(&closed))
+        .await?;
+    let started = std::time::Instant::now();
+    api.delete("gone", &DeleteParams::default()).await?;
+    wait_until("the event is gone", Duration::from_secs(60), || async { Ok(api.get_opt("gone").await?.is_none()) })
+        .await?;
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), "deleted with the backends gone");
+    let warnings = warnings(&cluster, "gone").await?;
+    assert!(warnings.iter().any(|r| r == "DrainAbandoned"), "a Warning event: {warnings:?}");
+    operator.stop().await
+}
+
+/// Finding 3: a round whose Redis state vanishes mid-Live (FLUSHALL on this engineer's
+/// own Redis) is never declared Completed and keeps its workloads; a RoundStateLost
+/// condition and a Warning event say what happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_whose_redis_state_is_flushed_is_never_completed() -> anyhow::Result<()> {
+    let cluster = cluster("flushed").await?;
+    let operator = start_operator(&cluster.namespace, "operator-a").await?;
+    let api: Api<CouponEvent> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    api.create(&PostParams::default(), &event("flushed", 100, Duration::from_secs(4), "1s")?).await?;
+    wait_for_phase(&api, "flushed", Phase::Live, Duration::from_secs(30)).await?;
+    let round = EventId::new(&cluster.namespace, "flushed")?.round(1);
+    let (issuer, consumer) = start_workloads_as_configured(&cluster, "flushed").await?;
+    let tally = Spike { users: 20, requests_per_user: 1, concurrency: 8 }.run(&[issuer.issue_url(&round)]).await?;
+    assert_eq!(tally.issued.len(), 20);
+    wait_until("20 issued reported", Duration::from_secs(20), || async {
+        Ok(api.get("flushed").await?.status.and_then(|s| s.issued) == Some(20))
+    })
+    .await?;
+
+    let mut redis = cluster.scope.redis().await?;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut redis).await?;
+    wait_until("a RoundStateLost condition", Duration::from_secs(20), || async {
+        Ok(condition(&api.get("flushed").await?, "RoundStateLost") == Some(("True".into(), "KeysGone".into())))
+    })
+    .await?;
+    // Several passes later (one every 2 s; teardownAfter is 1 s) it still is not Completed.
+    let watch_until = std::time::Instant::now() + Duration::from_secs(8);
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    while std::time::Instant::now() < watch_until {
+        let status = api.get("flushed").await?.status.context("status")?;
+        assert_eq!(status.phase, Phase::Live, "{status:?}");
+        assert_eq!(status.issued, Some(20), "the last counts stand");
+        assert!(deployments.get_opt("flushed-issuer").await?.is_some(), "workloads kept");
+        assert!(deployments.get_opt("flushed-consumer").await?.is_some(), "workloads kept");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(round_meta(&mut redis, &RoundKeys::new(&round)).await?.is_none(), "not re-warmed");
+    let warnings = warnings(&cluster, "flushed").await?;
+    assert!(warnings.iter().any(|r| r == "RoundStateLost"), "a Warning event: {warnings:?}");
+
+    api.delete("flushed", &DeleteParams::default()).await?;
+    wait_until("the event is gone", Duration::from_secs(60), || async { Ok(api.get_opt("flushed").await?.is_none()) })
+        .await?;
+    consumer.stop().await?;
+    issuer.stop().await?;
+    operator.stop().await
+}
+
+/// Finding 6: changing the strategy mid-round is refused, and the round still runs to
+/// the end by its pinned strategy (counted where that strategy keeps its counts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_the_strategy_mid_round_is_refused_and_the_round_completes() -> anyhow::Result<()> {
+    let cluster = cluster("switch").await?;
+    let operator = start_operator(&cluster.namespace, "operator-a").await?;
+    let api: Api<CouponEvent> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let stock = 20;
+    api.create(&PostParams::default(), &event("switch", stock, Duration::from_secs(4), "1s")?).await?;
+    wait_for_phase(&api, "switch", Phase::Live, Duration::from_secs(30)).await?;
+    let round = EventId::new(&cluster.namespace, "switch")?.round(1);
+    let (issuer, consumer) = start_workloads_as_configured(&cluster, "switch").await?;
+    let first = Spike { users: 10, requests_per_user: 1, concurrency: 10 }.run(&[issuer.issue_url(&round)]).await?;
+    assert_eq!(first.issued.len(), 10);
+
+    api.patch("switch", &PatchParams::default(), &Patch::Merge(json!({"spec": {"strategy": "db-lock"}}))).await?;
+    wait_until("the strategy change refused", Duration::from_secs(20), || async {
+        Ok(condition(&api.get("switch").await?, "SpecAccepted") == Some(("False".into(), "StrategyLocked".into())))
+    })
+    .await?;
+    let second = Spike { users: 40, requests_per_user: 1, concurrency: 10 }.run(&[issuer.issue_url(&round)]).await?;
+    assert_eq!(second.server_errors(), 0);
+    let done = wait_for_phase(&api, "switch", Phase::Completed, Duration::from_secs(60)).await?;
+    let status = done.status.context("status")?;
+    assert_eq!((status.issued, status.persisted, status.remaining), (Some(stock), Some(stock), Some(0)));
+    let winners: Vec<_> = first.issued.iter().chain(&second.issued).cloned().collect();
+    check_sold_out(stock, &winners, &second.already, &rows(&cluster.scope.pool().await?, &round).await?)?;
+    consumer.stop().await?;
+    issuer.stop().await?;
+    operator.stop().await
+}
+
+/// Finding 8: while a round is live and coupons trickle out (every pass sees new counts
+/// and writes the status), the operator runs about one pass per count interval, not one
+/// per status write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciles_per_minute_stay_bounded_while_live() -> anyhow::Result<()> {
+    let cluster = cluster("pace").await?;
+    let operator = start_operator(&cluster.namespace, "operator-a").await?;
+    let api: Api<CouponEvent> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    api.create(&PostParams::default(), &event("pace", 10_000, Duration::from_secs(4), "1m")?).await?;
+    wait_for_phase(&api, "pace", Phase::Live, Duration::from_secs(30)).await?;
+    let round = EventId::new(&cluster.namespace, "pace")?.round(1);
+    let (issuer, consumer) = start_workloads_as_configured(&cluster, "pace").await?;
+    let client = reqwest::Client::new();
+    let url = issuer.issue_url(&round);
+    let before = reconciles(&operator).await?;
+    let started = std::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut user = 0;
+    while started.elapsed() < Duration::from_secs(30) {
+        tick.tick().await;
+        user += 1;
+        let answer = client.post(&url).bearer_auth(token(&format!("trickle-{user}"))).send().await?;
+        assert_eq!(answer.status().as_u16(), 201);
+    }
+    let passes = reconciles(&operator).await? - before;
+    let per_minute = passes as f64 * 60.0 / started.elapsed().as_secs_f64();
+    println!("reconciles while live: {passes} in {:?} = {per_minute:.1} per minute", started.elapsed());
+    // One pass per 2 s count interval is 30 a minute; allow the odd extra.
+    assert!(per_minute <= 45.0, "{per_minute:.1} reconciles per minute while live");
+    let status = api.get("pace").await?.status.context("status")?;
+    assert!(status.issued.is_some_and(|n| n >= 500), "counts kept up: {status:?}");
+
+    api.delete("pace", &DeleteParams::default()).await?;
+    wait_until("the event is gone", Duration::from_secs(60), || async { Ok(api.get_opt("pace").await?.is_none()) })
+        .await?;
+    consumer.stop().await?;
+    issuer.stop().await?;
     operator.stop().await
 }

@@ -281,14 +281,15 @@ async fn event_state(State(state): State<Arc<AppState>>, Path((namespace, name))
         Ok(None) => return Reply::UnknownEvent,
         Err(error) => return unavailable(&state, &IssueError::ReadResult(error)),
     };
-    // The synchronous strategies count in MySQL; Redis' `remaining` is theirs only at pre-warm.
-    let remaining = match live.strategy {
-        Strategy::KafkaAsync | Strategy::Queue => meta.remaining,
-        _ => match db::round_row(&state.db, &live.round).await {
+    // Where the counts live is a fact of the strategy (the operator reads the same place).
+    let remaining = if live.strategy.counts_in_redis() {
+        meta.remaining
+    } else {
+        match db::round_row(&state.db, &live.round).await {
             Ok(Some(row)) => row.stock.saturating_sub(row.issued),
             Ok(None) => return Reply::UnknownEvent,
             Err(error) => return unavailable(&state, &IssueError::Database(error)),
-        },
+        }
     };
     let now = couponrush_core::wall_clock_ms();
     let phase = if now < meta.start_ms {

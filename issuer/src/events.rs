@@ -261,7 +261,7 @@ impl Events {
 
 /// Strategies whose Redis `remaining` is authoritative (the others count in MySQL).
 fn tracks_remaining(strategy: Strategy) -> bool {
-    matches!(strategy, Strategy::KafkaAsync | Strategy::Queue)
+    strategy.redis_remaining_is_current()
 }
 
 /// Refreshes the cache until `shutdown`.

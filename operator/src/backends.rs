@@ -2,7 +2,7 @@
 //! environment variables the workloads get), and one set of connections per distinct
 //! set of addresses, shared by every event that uses it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +29,9 @@ pub struct Clients {
     pub db: MySqlPool,
     pub kafka_brokers: String,
     migrated: std::sync::atomic::AtomicBool,
+    /// Topics (with their partition count) already made sure of: a Kafka admin client
+    /// is built once per topic and size, not on every pass.
+    topics: std::sync::Mutex<HashSet<(String, i32)>>,
 }
 
 impl Clients {
@@ -40,9 +43,28 @@ impl Clients {
         Ok(())
     }
 
-    /// The next [`Clients::migrate_once`] applies the migrations again (they are idempotent).
+    /// The next [`Clients::migrate_once`] applies the migrations again (they are
+    /// idempotent) and the next [`Clients::ensure_topic_once`] asks Kafka again: after a
+    /// failed pre-warm nothing remembered about the backends is trusted.
     pub fn schema_unverified(&self) {
         self.migrated.store(false, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut topics) = self.topics.lock() {
+            topics.clear();
+        }
+    }
+
+    pub async fn ensure_topic_once(&self, topic: &str, partitions: i32) -> Result<(), Error> {
+        let wanted = (topic.to_owned(), partitions);
+        if self.topics.lock().is_ok_and(|topics| topics.contains(&wanted)) {
+            return Ok(());
+        }
+        couponrush_core::kafka::ensure_topics(&self.kafka_brokers, topic, partitions)
+            .await
+            .map_err(Error::CreateTopic)?;
+        if let Ok(mut topics) = self.topics.lock() {
+            topics.insert(wanted);
+        }
+        Ok(())
     }
 
     pub fn publisher(&self, topic: &str) -> Result<Publisher, Error> {
@@ -97,6 +119,7 @@ impl ClientCache {
             db,
             kafka_brokers: endpoints.kafka_brokers.clone(),
             migrated: std::sync::atomic::AtomicBool::new(false),
+            topics: std::sync::Mutex::new(HashSet::new()),
         });
         clients.insert(endpoints.clone(), made.clone());
         Ok(made)

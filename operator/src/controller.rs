@@ -2,24 +2,24 @@
 //! validate (plan the round) → observe (Redis and MySQL counts) → decide the phase
 //! ([`crate::phase`], no API calls) → apply what the phase needs (topic, schema,
 //! pre-warm, workloads; reconciliation while draining; teardown when completed) →
-//! write the status if it changed, and an Event per transition.
+//! write the status if it changed, and an Event per transition. The pure parts live in
+//! [`crate::plan`], [`crate::phase`], [`crate::status`], [`crate::drain`] and
+//! [`crate::pace`]; this module is the orchestration.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use couponrush_core::event::{EventId, RoundId, RoundSpec, Strategy};
 use couponrush_core::keys::RoundKeys;
 use couponrush_core::prewarm::{self, PrewarmError};
-use couponrush_core::{db, kafka, reconcile};
+use couponrush_core::{db, reconcile};
 use couponrush_crds::{CouponEvent, CouponEventStatus, Phase};
 use futures::StreamExt;
-use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -31,13 +31,17 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::backends::{ClientCache, Clients};
+use crate::clock::Clock;
 use crate::config::Config;
+use crate::drain::{self, Drain, GiveUp, Step};
 use crate::error::{Error, chain};
 use crate::metrics::{KindLabels, Metrics, PhaseLabels};
-use crate::phase::{Decision, IDLE, Observed, decide};
+use crate::pace::{Fingerprint, Pace};
+use crate::phase::{Decision, IDLE, Observed, RoundState, decide, round_state};
 use crate::plan::{plan_round, timing};
 use crate::resources::{self, WorkloadInputs, topic_name, workload_name};
 use crate::sizing::size;
+use crate::status::{Inputs, ROUND_STATE_LOST, TERMINATING, is_true, next_status, phase_entered, set_condition};
 
 pub const FINALIZER: &str = "couponrush.io/cleanup";
 const MANAGER: &str = "couponrush-operator";
@@ -48,12 +52,18 @@ pub struct Context {
     pub recorder: Recorder,
     pub clients: ClientCache,
     pub metrics: Metrics,
+    /// Where *now* comes from (the system clock outside tests).
+    pub clock: Clock,
     /// Consecutive failures per event, for backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// When each event's next pass is due (see [`crate::pace`]).
+    pace: Pace,
+    /// Deletions draining, by event.
+    drains: Mutex<HashMap<String, Drain>>,
 }
 
 impl Context {
-    pub fn new(client: Client, config: Config, metrics: Metrics) -> Self {
+    pub fn new(client: Client, config: Config, metrics: Metrics, clock: Clock) -> Self {
         let reporter = Reporter { controller: MANAGER.to_owned(), instance: Some(config.identity.clone()) };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
@@ -61,7 +71,10 @@ impl Context {
             config,
             clients: ClientCache::default(),
             metrics,
+            clock,
             failures: Mutex::new(HashMap::new()),
+            pace: Pace::default(),
+            drains: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -70,8 +83,10 @@ impl Context {
 pub async fn run(context: Arc<Context>, shutdown: tokio_util::sync::CancellationToken) {
     let events: Api<CouponEvent> = Api::all(context.client.clone());
     let owned = |client: &Client| Api::<Deployment>::all(client.clone());
+    let clock_moves = context.clock.moves();
     Controller::new(events, watcher::Config::default().any_semantic())
         .owns(owned(&context.client), watcher::Config::default().labels("app.kubernetes.io/part-of=couponrush"))
+        .reconcile_all_on(clock_moves)
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -83,29 +98,69 @@ pub async fn run(context: Arc<Context>, shutdown: tokio_util::sync::Cancellation
 }
 
 async fn reconcile(ce: Arc<CouponEvent>, context: Arc<Context>) -> Result<Action, Error> {
-    context.metrics.reconciles.inc();
     let namespace = ce.namespace().ok_or(Error::NoNamespace)?;
     let key = format!("{namespace}/{}", ce.name_any());
+    let fingerprint = Fingerprint {
+        generation: ce.metadata.generation,
+        deleting: ce.metadata.deletion_timestamp.is_some(),
+        finalized: ce.finalizers().iter().any(|f| f == FINALIZER),
+        clock_moves: context.clock.moves_so_far(),
+    };
+    let started = Instant::now();
+    if let Some(wait) = context.pace.wait(&key, &fingerprint, started) {
+        // Triggered by our own status write or an owned Deployment's status: nothing
+        // this pass needs changed; the scheduled pass comes at its time.
+        context.metrics.reconciles_deferred.inc();
+        return Ok(Action::requeue(wait));
+    }
+    context.metrics.reconciles.inc();
     let api: Api<CouponEvent> = Api::namespaced(context.client.clone(), &namespace);
-    let result = finalizer(&api, FINALIZER, ce, |event| async {
-        match event {
-            finalizer::Event::Apply(ce) => apply(&ce, &context).await,
-            finalizer::Event::Cleanup(ce) => cleanup(&ce, &context).await,
-        }
-    })
-    .await
-    .map_err(|error| Error::Finalizer(Box::new(error)));
-    if result.is_ok()
-        && let Ok(mut failures) = context.failures.lock()
-    {
+    let draining =
+        if fingerprint.deleting && fingerprint.finalized { drain_before_delete(&ce, &context).await? } else { None };
+    // The pass' own idea of when to look again (the finalizer helper hides it in an Action).
+    let scheduled = Mutex::new(NEVER);
+    let result = match draining {
+        Some(next) => Ok(next),
+        None => finalizer(&api, FINALIZER, ce, |event| async {
+            match event {
+                finalizer::Event::Apply(ce) => {
+                    let next = apply_pass(&ce, &context).await?;
+                    if let Ok(mut scheduled) = scheduled.lock() {
+                        *scheduled = next;
+                    }
+                    Ok(action_after(next))
+                }
+                finalizer::Event::Cleanup(ce) => cleanup(&ce, &context).await,
+            }
+        })
+        .await
+        .map(|_| scheduled.lock().map_or(NEVER, |next| *next))
+        .map_err(|error| Error::Finalizer(Box::new(error))),
+    };
+    let next = result?;
+    if let Ok(mut failures) = context.failures.lock() {
         failures.remove(&key);
     }
-    result
+    if next == NEVER {
+        // Deleted (or waiting for a change only): nothing is scheduled.
+        context.pace.forget(&key);
+    } else {
+        context.pace.done(&key, fingerprint, started, next);
+    }
+    Ok(action_after(next))
 }
+
+fn action_after(next: Duration) -> Action {
+    if next == NEVER { Action::await_change() } else { Action::requeue(next) }
+}
+
+/// "Only when something changes", as a requeue duration.
+const NEVER: Duration = Duration::MAX;
 
 fn error_policy(ce: Arc<CouponEvent>, error: &Error, context: Arc<Context>) -> Action {
     context.metrics.failures.get_or_create(&KindLabels { kind: error.metric_label() }).inc();
     let key = format!("{}/{}", ce.namespace().unwrap_or_default(), ce.name_any());
+    context.pace.forget(&key);
     let attempts = context
         .failures
         .lock()
@@ -132,6 +187,14 @@ async fn connect(ce: &CouponEvent, context: &Context) -> Result<Arc<Clients>, Er
     context.clients.get(&endpoints).await
 }
 
+/// The strategy the round runs with: the one it was pre-warmed with (pinned in Redis),
+/// whatever the spec says now; the spec's before the round is pre-warmed.
+async fn pinned_strategy(clients: &Clients, round: &RoundId, spec: Strategy) -> Result<Option<Strategy>, Error> {
+    let mut redis = clients.redis.clone();
+    let current = prewarm::current_round(&mut redis, &round.event).await.map_err(Error::ObserveRedis)?;
+    Ok(current.filter(|(current, _)| current == round).map(|(_, strategy)| strategy).filter(|s| *s != spec))
+}
+
 /// What Redis and MySQL hold for the round; `None` before it was pre-warmed.
 async fn observe(clients: &Clients, round: &RoundId, strategy: Strategy) -> Result<Option<Observed>, Error> {
     let keys = RoundKeys::new(round);
@@ -141,24 +204,30 @@ async fn observe(clients: &Clients, round: &RoundId, strategy: Strategy) -> Resu
     };
     let persisted =
         u32::try_from(db::count_coupons(&clients.db, round).await.map_err(Error::ObserveDatabase)?).unwrap_or(u32::MAX);
-    let observed = match strategy {
-        Strategy::KafkaAsync => {
-            let issued: u32 = redis.hlen(&keys.winners).await.map_err(Error::ObserveRedis)?;
-            Observed { remaining: meta.remaining, issued, persisted }
-        }
-        _ => match db::round_row(&clients.db, round).await.map_err(Error::ObserveDatabase)? {
-            Some(row) => Observed { remaining: row.stock.saturating_sub(row.issued), issued: row.issued, persisted },
+    let observed = if strategy.counts_in_redis() {
+        let issued: u32 = redis.hlen(&keys.winners).await.map_err(Error::ObserveRedis)?;
+        Observed { remaining: meta.remaining, issued, persisted, admitted: meta.seq }
+    } else {
+        match db::round_row(&clients.db, round).await.map_err(Error::ObserveDatabase)? {
+            Some(row) => Observed {
+                remaining: row.stock.saturating_sub(row.issued),
+                issued: row.issued,
+                persisted,
+                admitted: row.issued,
+            },
             None => return Ok(None),
-        },
+        }
     };
     Ok(Some(observed))
 }
 
-async fn apply(ce: &CouponEvent, context: &Context) -> Result<Action, Error> {
+/// One pass over a live (not deleted) event; returns when to look again.
+async fn apply_pass(ce: &CouponEvent, context: &Context) -> Result<Duration, Error> {
     let namespace = ce.namespace().ok_or(Error::NoNamespace)?;
     let name = ce.name_any();
-    let previous = ce.status.clone().unwrap_or_default();
-    let now = Timestamp::now();
+    let generation = ce.metadata.generation;
+    let mut previous = ce.status.clone().unwrap_or_default();
+    let now = context.clock.now();
     let mut refusals: Vec<(&'static str, String)> = Vec::new();
 
     let plan = match timing(&ce.spec).and_then(|timing| Ok((timing, plan_round(&ce.spec, &previous, now)?))) {
@@ -167,17 +236,10 @@ async fn apply(ce: &CouponEvent, context: &Context) -> Result<Action, Error> {
             let mut status = previous.clone();
             status.phase = Phase::Failed;
             status.message = Some(spec_error.to_string());
-            set_condition(
-                &mut status.conditions,
-                ce,
-                "SpecAccepted",
-                false,
-                "InvalidSpec",
-                &spec_error.to_string(),
-                now,
-            );
+            let message = spec_error.to_string();
+            set_condition(&mut status.conditions, generation, "SpecAccepted", false, "InvalidSpec", &message, now);
             write_status(ce, context, &previous, status).await?;
-            return Ok(Action::await_change());
+            return Ok(NEVER);
         }
     };
     let (timing, mut plan) = plan;
@@ -198,77 +260,79 @@ async fn apply(ce: &CouponEvent, context: &Context) -> Result<Action, Error> {
         Ok(clients) => clients,
         Err(error) => {
             let mut status = previous.clone();
-            set_condition(&mut status.conditions, ce, "Ready", false, "BackendsUnavailable", &chain(&error), now);
-            status.message = Some(format!("backends unavailable: {}", chain(&error)));
+            let message = chain(&error);
+            set_condition(&mut status.conditions, generation, "Ready", false, "BackendsUnavailable", &message, now);
+            status.message = Some(format!("backends unavailable: {message}"));
             write_status(ce, context, &previous, status).await?;
             return Err(error);
         }
     };
     let event = EventId::new(&namespace, &name).map_err(|_| Error::NoNamespace)?;
     let round = event.round(plan.round);
-    let observed = observe(&clients, &round, ce.spec.strategy).await?;
+    // Everything about a running round comes from its own pinned settings.
+    let other_strategy = pinned_strategy(&clients, &round, ce.spec.strategy).await?;
+    let strategy = other_strategy.unwrap_or(ce.spec.strategy);
+    let mut observed = observe(&clients, &round, strategy).await?;
+    let mut state = round_state(&plan, &previous, observed);
+    if state != RoundState::Intact {
+        // This pass' status may predate our own teardown (which reports Completed before
+        // it removes anything): judge against the stored status before alarming anyone.
+        let api: Api<CouponEvent> = Api::namespaced(context.client.clone(), &namespace);
+        let fresh = api.get_status(&name).await.map_err(Error::PatchStatus)?.status.unwrap_or_default();
+        if fresh != previous {
+            previous = fresh;
+            observed = observe(&clients, &round, strategy).await?;
+            state = round_state(&plan, &previous, observed);
+        }
+    }
     let decision: Decision = decide(&plan, &timing, &previous, observed, now);
     let sizing = size(&ce.spec.capacity);
     let topic = topic_name(&namespace, &name);
+    if let Some(pinned) = other_strategy.filter(|_| decision.phase != Phase::Warming) {
+        refusals.push(("StrategyLocked", format!("strategy cannot change after the round opened; {pinned} stands")));
+    }
 
-    match decision.phase {
-        Phase::Warming | Phase::Live => {
-            kafka::ensure_topics(&clients.kafka_brokers, &topic, sizing.partitions)
-                .await
-                .map_err(Error::CreateTopic)?;
+    match (decision.phase, state) {
+        // A lost round is left exactly as it is: no pre-warm (fresh keys would hand out
+        // its seqs again), no teardown (coupons are in flight), no re-publish (the
+        // winners are gone). The status and a Warning event say so.
+        (_, RoundState::Lost(_)) => {}
+        (Phase::Warming | Phase::Live, RoundState::Intact) => {
+            clients.ensure_topic_once(&topic, sizing.partitions).await?;
             clients.migrate_once().await?;
             let spec = RoundSpec {
                 stock: ce.spec.stock,
                 per_user: ce.spec.per_user,
                 start_ms: plan.starts_at.as_millisecond(),
                 end_ms: plan.ends_at.map(|t| t.as_millisecond()),
-                strategy: ce.spec.strategy,
+                // Before the round opens the strategy may still change; after, it is pinned.
+                strategy: if decision.phase == Phase::Warming { ce.spec.strategy } else { strategy },
             };
             let mut redis = clients.redis.clone();
-            let current = prewarm::current_round(&mut redis, &event).await.map_err(Error::ObserveRedis)?;
-            match current {
-                Some((current, strategy))
-                    if current == round
-                        && strategy != spec.strategy
-                        && observed.is_some()
-                        && decision.phase == Phase::Live =>
-                {
-                    refusals.push((
-                        "StrategyLocked",
-                        format!("strategy cannot change after the round opened; {strategy} stands"),
-                    ));
+            match prewarm::prewarm(&mut redis, &clients.db, &round, &spec).await {
+                Ok(_) => {}
+                Err(error @ PrewarmError::RoundAlreadyRan(_)) => {
+                    let mut status = previous.clone();
+                    status.phase = Phase::Failed;
+                    status.message = Some(error.to_string());
+                    let message = error.to_string();
+                    let conditions = &mut status.conditions;
+                    set_condition(conditions, generation, "SpecAccepted", false, "RoundAlreadyRan", &message, now);
+                    write_status(ce, context, &previous, status).await?;
+                    return Ok(NEVER);
                 }
-                _ => match prewarm::prewarm(&mut redis, &clients.db, &round, &spec).await {
-                    Ok(_) => {}
-                    Err(error @ PrewarmError::RoundAlreadyRan(_)) => {
-                        let mut status = previous.clone();
-                        status.phase = Phase::Failed;
-                        status.message = Some(error.to_string());
-                        set_condition(
-                            &mut status.conditions,
-                            ce,
-                            "SpecAccepted",
-                            false,
-                            "RoundAlreadyRan",
-                            &error.to_string(),
-                            now,
-                        );
-                        write_status(ce, context, &previous, status).await?;
-                        return Ok(Action::await_change());
-                    }
-                    Err(PrewarmError::StockBelowIssued { requested, issued }) => refusals.push((
-                        "StockBelowIssued",
-                        format!(
-                            "stock {requested} is below the {issued} coupons already issued; the round keeps its stock"
-                        ),
-                    )),
-                    Err(error) => {
-                        // The database may have been replaced under us (restored, recreated):
-                        // check the schema again before the retry.
-                        clients.schema_unverified();
-                        return Err(Error::Prewarm(error));
-                    }
-                },
+                Err(PrewarmError::StockBelowIssued { requested, issued }) => refusals.push((
+                    "StockBelowIssued",
+                    format!(
+                        "stock {requested} is below the {issued} coupons already issued; the round keeps its stock"
+                    ),
+                )),
+                Err(error) => {
+                    // The database may have been replaced under us (restored, recreated):
+                    // check the schema and the topic again before the retry.
+                    clients.schema_unverified();
+                    return Err(Error::Prewarm(error));
+                }
             }
             let inputs = WorkloadInputs {
                 issuer_image: context.config.issuer_image.clone(),
@@ -279,32 +343,39 @@ async fn apply(ce: &CouponEvent, context: &Context) -> Result<Action, Error> {
             };
             apply_workloads(ce, context, &namespace, &inputs).await?;
         }
-        Phase::Draining => {
+        (Phase::Draining, RoundState::Intact) => {
             if let Some(observed) = observed.filter(|o| o.persisted < o.issued) {
                 let stalled = previous
                     .sold_out_at
                     .as_ref()
                     .or(previous.started_at.as_ref())
                     .is_some_and(|t| now.duration_since(t.0) > jiff::SignedDuration::from_secs(10));
-                if stalled && ce.spec.strategy == Strategy::KafkaAsync {
-                    let publisher = clients.publisher(&topic)?;
-                    let mut redis = clients.redis.clone();
-                    let report = reconcile::reconcile_round(&mut redis, &clients.db, &publisher, &round)
-                        .await
-                        .map_err(Error::ReconcileCoupons)?;
+                if stalled && strategy.persists_through_kafka() {
+                    let report = republish(&clients, &topic, &round).await?;
                     tracing::info!(%round, issued = observed.issued, persisted = observed.persisted, republished = report.republished, "draining: reconciled");
                 }
             }
         }
-        Phase::Completed => {
-            delete_workloads(context, &namespace, &name).await?;
-            let mut redis = clients.redis.clone();
-            prewarm::remove_round(&mut redis, &clients.db, &round).await.map_err(Error::Prewarm)?;
+        (Phase::Scheduled, RoundState::Intact) if previous.phase == Phase::Completed => {
+            // The pass after a completed round: make sure its teardown finished (it may
+            // have failed after Completed was written).
+            if let Some(last) = previous.round.filter(|last| *last != plan.round) {
+                teardown(context, &clients, &namespace, &name, &event.round(last)).await?;
+            }
         }
-        Phase::Scheduled | Phase::SoldOut | Phase::Failed => {}
+        (Phase::Scheduled | Phase::SoldOut | Phase::Failed | Phase::Completed, RoundState::Intact) => {}
     }
 
-    let status = next_status(ce, &previous, &plan, decision, observed, &refusals, now);
+    let status = next_status(&Inputs {
+        generation,
+        previous: &previous,
+        plan: &plan,
+        decision,
+        observed,
+        state,
+        refusals: &refusals,
+        now,
+    });
     if status.phase != previous.phase {
         let reason = format!("{:?}", status.phase);
         let note = status.message.clone();
@@ -318,149 +389,50 @@ async fn apply(ce: &CouponEvent, context: &Context) -> Result<Action, Error> {
                 .observe(seconds);
         }
     }
+    if let Some(reason) = state.lost_reason()
+        && !is_true(&previous, ROUND_STATE_LOST)
+    {
+        tracing::error!(%round, reason, "the round's Redis state is lost; the round is held as it was");
+        publish(context, ce, EventType::Warning, ROUND_STATE_LOST, status.message.clone()).await;
+    }
     for (reason, message) in &refusals {
         publish(context, ce, EventType::Warning, reason, Some(message.clone())).await;
     }
     write_status(ce, context, &previous, status).await?;
+    // Completed is on record before anything is removed: a pass that finds the keys gone
+    // then knows why (and a failed teardown is retried by the next pass).
+    // (Again while its keys are still there: a teardown that failed half-way.)
+    if decision.phase == Phase::Completed && (previous.phase != Phase::Completed || observed.is_some()) {
+        teardown(context, &clients, &namespace, &name, &round).await?;
+    }
     if decision.phase == Phase::Completed && ce.spec.schedule.is_none() {
-        return Ok(Action::requeue(IDLE));
+        return Ok(IDLE);
     }
-    Ok(Action::requeue(decision.requeue.max(Duration::from_millis(200))))
+    Ok(decision.requeue.max(Duration::from_millis(200)))
 }
 
-fn phase_entered(status: &CouponEventStatus) -> Option<Timestamp> {
-    let at = match status.phase {
-        Phase::Live => status.started_at.as_ref(),
-        Phase::SoldOut => status.sold_out_at.as_ref(),
-        Phase::Draining => status.drained_at.as_ref().or(status.sold_out_at.as_ref()),
-        _ => None,
-    };
-    at.map(|t| t.0)
+async fn republish(clients: &Clients, topic: &str, round: &RoundId) -> Result<reconcile::ReconcileReport, Error> {
+    let publisher = clients.publisher(topic)?;
+    let mut redis = clients.redis.clone();
+    reconcile::reconcile_round(&mut redis, &clients.db, &publisher, round).await.map_err(Error::ReconcileCoupons)
 }
 
-/// The next status: phase, counts, timestamps (each set once per round), conditions.
-fn next_status(
-    ce: &CouponEvent,
-    previous: &CouponEventStatus,
-    plan: &crate::plan::RoundPlan,
-    decision: Decision,
-    observed: Option<Observed>,
-    refusals: &[(&'static str, String)],
-    now: Timestamp,
-) -> CouponEventStatus {
-    let same_round = previous.round == Some(plan.round);
-    let mut status = if same_round {
-        previous.clone()
-    } else {
-        CouponEventStatus { conditions: previous.conditions.clone(), ..CouponEventStatus::default() }
-    };
-    status.phase = decision.phase;
-    status.round = Some(plan.round);
-    status.round_starts_at = Some(Time(plan.starts_at));
-    status.round_ends_at = plan.ends_at.map(Time);
-    status.observed_generation = ce.metadata.generation;
-    if let Some(observed) = observed {
-        status.remaining = Some(observed.remaining);
-        status.issued = Some(observed.issued);
-        status.persisted = Some(observed.persisted);
-    }
-    let stamp = |slot: &mut Option<Time>, condition: bool| {
-        if condition && slot.is_none() {
-            *slot = Some(Time(now));
-        }
-    };
-    let phase = decision.phase;
-    stamp(&mut status.started_at, matches!(phase, Phase::Live | Phase::SoldOut | Phase::Draining | Phase::Completed));
-    // Once the round's keys are removed (Completed), the last counts stand.
-    let sold_out = observed.map_or(previous.remaining == Some(0) && same_round, |o| o.remaining == 0);
-    stamp(&mut status.sold_out_at, sold_out);
-    let closed = matches!(phase, Phase::SoldOut | Phase::Draining | Phase::Completed);
-    let drained = closed && observed.map_or(same_round && previous.drained_at.is_some(), |o| o.persisted >= o.issued);
-    stamp(&mut status.drained_at, drained && phase != Phase::SoldOut);
-    stamp(&mut status.completed_at, phase == Phase::Completed);
-    status.message = Some(match phase {
-        Phase::Scheduled => format!("round {} opens at {}", plan.round, plan.starts_at),
-        Phase::Warming => format!("warming up: round {} opens at {}", plan.round, plan.starts_at),
-        Phase::Live => "open".to_owned(),
-        Phase::SoldOut => "sold out".to_owned(),
-        Phase::Draining if drained => "every coupon is in MySQL; workloads stay until teardownAfter".to_owned(),
-        Phase::Draining => "waiting for every coupon to reach MySQL".to_owned(),
-        Phase::Completed => "completed; workloads removed".to_owned(),
-        Phase::Failed => status.message.clone().unwrap_or_default(),
-    });
-    let workloads_up = matches!(phase, Phase::Warming | Phase::Live | Phase::SoldOut | Phase::Draining);
-    let conditions = &mut status.conditions;
-    set_condition(
-        conditions,
-        ce,
-        "Ready",
-        workloads_up,
-        if workloads_up { "WorkloadsApplied" } else { "NoWorkloads" },
-        "issuer and consumer Deployments",
-        now,
-    );
-    set_condition(
-        conditions,
-        ce,
-        "Live",
-        phase == Phase::Live,
-        if phase == Phase::Live { "Open" } else { "Closed" },
-        "the round admits requests",
-        now,
-    );
-    set_condition(
-        conditions,
-        ce,
-        "SoldOut",
-        sold_out,
-        if sold_out { "NoStockLeft" } else { "StockLeft" },
-        "every coupon of the round is issued",
-        now,
-    );
-    set_condition(
-        conditions,
-        ce,
-        "Drained",
-        drained,
-        if drained { "AllPersisted" } else { "NotYet" },
-        "every issued coupon is in MySQL",
-        now,
-    );
-    match refusals.first() {
-        Some((reason, message)) => set_condition(conditions, ce, "SpecAccepted", false, reason, message, now),
-        None => set_condition(conditions, ce, "SpecAccepted", true, "Accepted", "the spec is being carried out", now),
-    }
-    status
-}
-
-/// Sets a condition, keeping its transition time while its status does not change.
-fn set_condition(
-    conditions: &mut Vec<Condition>,
-    ce: &CouponEvent,
-    kind: &str,
-    value: bool,
-    reason: &str,
-    message: &str,
-    now: Timestamp,
-) {
-    let status = if value { "True" } else { "False" }.to_owned();
-    let transition = conditions
-        .iter()
-        .find(|c| c.type_ == kind && c.status == status)
-        .map_or(Time(now), |c| c.last_transition_time.clone());
-    conditions.retain(|c| c.type_ != kind);
-    conditions.push(Condition {
-        type_: kind.to_owned(),
-        status,
-        reason: reason.to_owned(),
-        message: message.to_owned(),
-        last_transition_time: transition,
-        observed_generation: ce.metadata.generation,
-    });
-    conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+/// Removes a completed round's workloads and its Redis keys and stock row.
+async fn teardown(
+    context: &Context,
+    clients: &Clients,
+    namespace: &str,
+    name: &str,
+    round: &RoundId,
+) -> Result<(), Error> {
+    delete_workloads(context, namespace, name).await?;
+    let mut redis = clients.redis.clone();
+    prewarm::remove_round(&mut redis, &clients.db, round).await.map_err(Error::Prewarm)
 }
 
 /// Writes the status only when it changed, so a status write never triggers a storm.
+/// The patch names every status field, with `null` for the empty ones, so that what a
+/// new round leaves empty is cleared on the server too.
 async fn write_status(
     ce: &CouponEvent,
     context: &Context,
@@ -471,7 +443,7 @@ async fn write_status(
         return Ok(());
     }
     let api: Api<CouponEvent> = Api::namespaced(context.client.clone(), &ce.namespace().ok_or(Error::NoNamespace)?);
-    let patch = serde_json::json!({ "status": status });
+    let patch = serde_json::json!({ "status": status.merge_patch().map_err(Error::EncodeStatus)? });
     api.patch_status(&ce.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(Error::PatchStatus)?;
@@ -543,24 +515,144 @@ async fn delete_workloads(context: &Context, namespace: &str, event: &str) -> Re
     Ok(())
 }
 
-/// Deleting a CouponEvent: workloads (owner references would too), the round's Redis
-/// keys and MySQL stock row. Coupon rows stay: they are the record.
+/// Deleting an event whose round may still have coupons on their way to MySQL: stop
+/// admitting (the issuer goes first), then wait for the drain ([`crate::drain`] has the
+/// policy). Returns when to look again, or `None` once the finalizer may clean up.
+async fn drain_before_delete(ce: &CouponEvent, context: &Context) -> Result<Option<Duration>, Error> {
+    let namespace = ce.namespace().ok_or(Error::NoNamespace)?;
+    let name = ce.name_any();
+    let key = format!("{namespace}/{name}");
+    let Some(number) = ce.status.as_ref().and_then(|s| s.round) else {
+        return Ok(None);
+    };
+    let round = EventId::new(&namespace, &name).map_err(|_| Error::NoNamespace)?.round(number);
+    let client = &context.client;
+    let issuer = workload_name(&name, resources::ISSUER);
+    delete_one::<Deployment>(client, &namespace, &issuer).await?;
+    delete_one::<Service>(client, &namespace, &issuer).await?;
+    delete_one::<PodDisruptionBudget>(client, &namespace, &issuer).await?;
+
+    let look = async {
+        let clients = connect(ce, context).await?;
+        let strategy = pinned_strategy(&clients, &round, ce.spec.strategy).await?.unwrap_or(ce.spec.strategy);
+        let observed = observe(&clients, &round, strategy).await?;
+        Ok::<_, Error>((clients, strategy, observed))
+    };
+    let mut secret_gone = false;
+    let looked = match tokio::time::timeout(BACKEND_CALL, look).await {
+        Ok(Ok(looked)) => Ok(looked),
+        Ok(Err(error)) => {
+            // No Secret (a namespace being deleted removes it too): nothing can be reached.
+            secret_gone = matches!(&error, Error::BackendsSecretKey { .. })
+                || matches!(&error, Error::ReadBackendsSecret { source: kube::Error::Api(status), .. } if status.code == 404);
+            Err(chain(&error))
+        }
+        Err(_) => Err("the backends did not answer in time".to_owned()),
+    };
+    if let Err(error) = &looked {
+        tracing::warn!(event = %key, %error, "deleting: backends unreachable");
+    }
+    let step = {
+        let mut drains = context.drains.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let drain = drains.entry(key.clone()).or_insert_with(|| Drain::new(Instant::now()));
+        let seen = looked.as_ref().map(|(_, _, observed)| *observed).map_err(|_| ());
+        if secret_gone { Step::GiveUp(GiveUp::SecretGone) } else { drain.step(seen, Instant::now()) }
+    };
+    let (message, give_up) = match step {
+        Step::Done => (None, None),
+        Step::Wait { republish: again } => {
+            if let Ok((clients, strategy, Some(observed))) = &looked {
+                if again && strategy.persists_through_kafka() {
+                    let topic = topic_name(&namespace, &name);
+                    match republish(clients, &topic, &round).await {
+                        Ok(report) => {
+                            tracing::info!(%round, republished = report.republished, "deleting: re-published missing coupons")
+                        }
+                        Err(error) => tracing::warn!(%round, error = %chain(&error), "deleting: re-publishing failed"),
+                    }
+                }
+                (
+                    Some(format!(
+                        "waiting for {} of {} coupons to reach MySQL before the round is removed",
+                        observed.issued.saturating_sub(observed.persisted),
+                        observed.issued
+                    )),
+                    None,
+                )
+            } else {
+                (Some("the backends are unreachable; waiting before giving up".to_owned()), None)
+            }
+        }
+        Step::GiveUp(reason) => {
+            let note = match reason {
+                GiveUp::SecretGone => format!(
+                    "the backends Secret {} is gone; deleting without draining, the round's Redis keys are left behind",
+                    backends_secret(ce, &context.config)
+                ),
+                GiveUp::Unreachable => format!(
+                    "the backends stayed unreachable for {} s; deleting without draining, the round's Redis keys are left behind",
+                    drain::UNREACHABLE_LIMIT.as_secs()
+                ),
+                GiveUp::Stalled { issued, persisted } | GiveUp::Deadline { issued, persisted } => format!(
+                    "gave up draining ({reason:?}): {} of {issued} admitted coupons are not in MySQL; the Kafka topic still holds them",
+                    issued.saturating_sub(persisted)
+                ),
+            };
+            (None, Some(note))
+        }
+    };
+    if let Some(message) = message {
+        let previous = ce.status.clone().unwrap_or_default();
+        let mut status = previous.clone();
+        set_condition(
+            &mut status.conditions,
+            ce.metadata.generation,
+            TERMINATING,
+            true,
+            "Draining",
+            &message,
+            context.clock.now(),
+        );
+        status.message = Some(message);
+        write_status(ce, context, &previous, status).await?;
+        return Ok(Some(drain::LOOK_EVERY));
+    }
+    if let Ok(mut drains) = context.drains.lock() {
+        drains.remove(&key);
+    }
+    if let Some(note) = give_up {
+        tracing::error!(event = %key, note, "deleting without a complete drain");
+        publish(context, ce, EventType::Warning, "DrainAbandoned", Some(note)).await;
+    }
+    Ok(None)
+}
+
+/// How long one look at the backends may take while deleting.
+const BACKEND_CALL: Duration = Duration::from_secs(10);
+
+/// Deleting a CouponEvent, once drained: workloads (owner references would too), the
+/// round's Redis keys and MySQL stock row. Coupon rows stay: they are the record. Never
+/// blocks the deletion on the backends: what cannot be removed is left, with a Warning.
 async fn cleanup(ce: &CouponEvent, context: &Context) -> Result<Action, Error> {
     let namespace = ce.namespace().ok_or(Error::NoNamespace)?;
     let name = ce.name_any();
     delete_workloads(context, &namespace, &name).await?;
     if let Some(round) = ce.status.as_ref().and_then(|s| s.round) {
-        match connect(ce, context).await {
-            Ok(clients) => {
-                let round = EventId::new(&namespace, &name).map_err(|_| Error::NoNamespace)?.round(round);
-                let mut redis = clients.redis.clone();
-                prewarm::remove_round(&mut redis, &clients.db, &round).await.map_err(Error::Prewarm)?;
-            }
-            // With the Secret gone there is nothing to reach: let the deletion finish.
-            Err(error @ (Error::ReadBackendsSecret { .. } | Error::BackendsSecretKey { .. })) => {
-                tracing::warn!(event = %name, error = %chain(&error), "backends unknown; the round's Redis keys are left");
-            }
-            Err(error) => return Err(error),
+        let round = EventId::new(&namespace, &name).map_err(|_| Error::NoNamespace)?.round(round);
+        let remove = async {
+            let clients = connect(ce, context).await?;
+            let mut redis = clients.redis.clone();
+            prewarm::remove_round(&mut redis, &clients.db, &round).await.map_err(Error::Prewarm)
+        };
+        let failed = match tokio::time::timeout(BACKEND_CALL, remove).await {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(chain(&error)),
+            Err(_) => Some("the backends did not answer in time".to_owned()),
+        };
+        if let Some(error) = failed {
+            tracing::warn!(event = %name, %error, "the round's Redis keys and stock row are left");
+            let note = format!("the round's Redis keys and MySQL stock row could not be removed: {error}");
+            publish(context, ce, EventType::Warning, "RoundKeysLeft", Some(note)).await;
         }
     }
     publish(context, ce, EventType::Normal, "Deleted", Some("workloads and round keys removed".to_owned())).await;

@@ -43,6 +43,8 @@ pub enum Error {
     },
     #[error("writing the status failed")]
     PatchStatus(#[source] kube::Error),
+    #[error("encoding the status failed")]
+    EncodeStatus(#[source] serde_json::Error),
     #[error("the finalizer failed")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("the event has no namespace")]
@@ -59,7 +61,7 @@ impl Error {
             Error::Prewarm(_) => "prewarm",
             Error::ReconcileCoupons(_) => "reconcile_coupons",
             Error::ApplyWorkload { .. } | Error::DeleteWorkload { .. } => "workloads",
-            Error::PatchStatus(_) => "status",
+            Error::PatchStatus(_) | Error::EncodeStatus(_) => "status",
             Error::Finalizer(_) => "finalizer",
             Error::NoNamespace => "spec",
         }

@@ -1,20 +1,26 @@
 //! couponrush-operator: reconciles CouponEvent resources.
 //!
 //! [`controller`] runs the loop; its pure parts are [`plan`] (which round, when),
-//! [`phase`] (which phase, when to look again), [`sizing`] (replicas and resources) and
-//! [`resources`] (the workloads' manifests), all unit-tested without a cluster. Only
+//! [`phase`] (which phase, when to look again), [`status`] (the next status),
+//! [`drain`] (deleting mid-round), [`pace`] (the reconcile rate), [`sizing`] (replicas
+//! and resources) and [`resources`] (the workloads' manifests), all unit-tested without
+//! a cluster. Time comes from a [`clock`]. Only
 //! the replica holding the [`leader`] Lease reconciles.
 
 pub mod backends;
+pub mod clock;
 pub mod config;
 pub mod controller;
+pub mod drain;
 pub mod error;
 pub mod leader;
 pub mod metrics;
+pub mod pace;
 pub mod phase;
 pub mod plan;
 pub mod resources;
 pub mod sizing;
+pub mod status;
 
 use std::sync::Arc;
 
@@ -27,6 +33,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::controller::Context;
 use crate::leader::Election;
@@ -36,6 +43,17 @@ use crate::metrics::Metrics;
 /// reconciles while it leads. Losing the Lease ends the run (the pod restarts and
 /// rejoins), so two replicas never reconcile at once.
 pub async fn run(config: Config, listener: tokio::net::TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_with_clock(config, listener, shutdown, Clock::system()).await
+}
+
+/// [`run`] with a given time source: tests pass a [`Clock::shifted`] one to reach a
+/// daily event's next round without waiting a day. The binary always uses the system clock.
+pub async fn run_with_clock(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+    clock: Clock,
+) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let ops = Ops::new(registry);
@@ -65,7 +83,7 @@ pub async fn run(config: Config, listener: tokio::net::TcpListener, shutdown: Ca
         }
         tracing::info!(identity = %config.identity, "leading: reconciling CouponEvents");
         metrics.leader.set(1);
-        let context = Arc::new(Context::new(client.clone(), config.clone(), metrics.clone()));
+        let context = Arc::new(Context::new(client.clone(), config.clone(), metrics.clone(), clock.clone()));
         let stop = shutdown.child_token();
         let controller = tokio::spawn(controller::run(context, stop.clone()));
         let lost = tokio::select! {
@@ -73,7 +91,12 @@ pub async fn run(config: Config, listener: tokio::net::TcpListener, shutdown: Ca
             _ = leading.wait_for(|leads| !*leads) => true,
         };
         stop.cancel();
-        let _ = controller.await;
+        // A pass stuck on a hung call must not keep acting after the Lease is gone.
+        let abort = controller.abort_handle();
+        if tokio::time::timeout(std::time::Duration::from_secs(5), controller).await.is_err() {
+            tracing::warn!("in-flight reconciles did not finish in 5 s; aborting them");
+            abort.abort();
+        }
         metrics.leader.set(0);
         if lost {
             anyhow::bail!("lost the leader Lease; stopping so that only one replica reconciles");

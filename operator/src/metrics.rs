@@ -21,6 +21,8 @@ pub struct PhaseLabels {
 #[derive(Clone)]
 pub struct Metrics {
     pub reconciles: Counter,
+    /// Passes not run because nothing they depend on changed before they were due.
+    pub reconciles_deferred: Counter,
     pub failures: Family<KindLabels, Counter>,
     pub leader: Gauge,
     pub phase_seconds: Family<PhaseLabels, Histogram>,
@@ -30,11 +32,17 @@ impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
             reconciles: Counter::default(),
+            reconciles_deferred: Counter::default(),
             failures: Family::default(),
             leader: Gauge::default(),
             phase_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(1.0, 2.0, 16))),
         };
         registry.register("couponrush_operator_reconciles", "Reconciles run", metrics.reconciles.clone());
+        registry.register(
+            "couponrush_operator_reconciles_deferred",
+            "Watch events that started no pass: the object had not changed and its next pass was not due",
+            metrics.reconciles_deferred.clone(),
+        );
         registry.register("couponrush_operator_failures", "Reconciles that failed, by kind", metrics.failures.clone());
         registry.register(
             "couponrush_operator_leader",

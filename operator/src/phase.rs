@@ -24,6 +24,47 @@ pub struct Observed {
     pub issued: u32,
     /// Rows in MySQL.
     pub persisted: u32,
+    /// Admissions ever made in the round, rolled-back ones included (Redis' `seq`, which
+    /// never goes down; the issued count where counts live in MySQL).
+    pub admitted: u32,
+}
+
+/// Whether Redis still holds the round that was reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoundState {
+    Intact,
+    /// The round's state in Redis vanished or went back in time (a flush, a restart
+    /// without persistence, a failover to a stale replica); the reason names which.
+    Lost(&'static str),
+}
+
+impl RoundState {
+    pub fn lost_reason(self) -> Option<&'static str> {
+        match self {
+            RoundState::Intact => None,
+            RoundState::Lost(reason) => Some(reason),
+        }
+    }
+}
+
+/// Judges what Redis holds against what was reported for the same round. Only the
+/// operator's own teardown removes an opened round's keys, and it reports Completed
+/// before anything else can look; so keys gone after the round opened, fewer
+/// admissions than were already reported issued (`seq` never goes down), or fewer
+/// winners than MySQL rows all mean the state was lost.
+pub fn round_state(plan: &RoundPlan, previous: &CouponEventStatus, observed: Option<Observed>) -> RoundState {
+    let same_round = previous.round == Some(plan.round);
+    if !same_round || previous.phase == Phase::Completed {
+        return RoundState::Intact;
+    }
+    let opened =
+        previous.started_at.is_some() && matches!(previous.phase, Phase::Live | Phase::SoldOut | Phase::Draining);
+    match observed {
+        None if opened => RoundState::Lost("KeysGone"),
+        Some(o) if o.issued < o.persisted => RoundState::Lost("FewerWinnersThanRows"),
+        Some(o) if previous.issued.is_some_and(|reported| o.admitted < reported) => RoundState::Lost("WentBackInTime"),
+        _ => RoundState::Intact,
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,11 +99,11 @@ pub fn decide(
     if now < warm_at {
         return Decision { phase: Phase::Scheduled, requeue: until(now, warm_at) };
     }
-    let opened_before = same_round && previous.started_at.is_some();
-    if observed.is_none() && opened_before {
-        // The round opened earlier and its keys are gone: it was torn down (this pass
-        // may see a status older than that teardown). Never warm it again.
-        return Decision { phase: Phase::Completed, requeue: IDLE };
+    if round_state(plan, previous, observed) != RoundState::Intact {
+        // Never Completed (that would tear down the workloads with coupons in flight)
+        // and never warmed again (fresh keys would hand out seqs a second time): the
+        // round stays where it was until its state is restored.
+        return Decision { phase: previous.phase, requeue: COUNT_EVERY };
     }
     let Some(observed) = observed.filter(|_| now >= plan.starts_at) else {
         // Warming (or opened before the keys were written: warm now, then go live).
@@ -113,7 +154,7 @@ mod tests {
     }
 
     fn observed(remaining: u32, issued: u32, persisted: u32) -> Option<Observed> {
-        Some(Observed { remaining, issued, persisted })
+        Some(Observed { remaining, issued, persisted, admitted: issued })
     }
 
     #[test]
@@ -169,11 +210,33 @@ mod tests {
     }
 
     #[test]
-    fn a_round_whose_keys_are_gone_after_it_opened_is_never_warmed_again() {
-        // A pass that still sees Draining, after the teardown removed the keys.
-        let mut stale = status(Phase::Draining);
-        stale.started_at = Some(Time(at(0)));
-        assert_eq!(decide(&plan(None), &TIMING, &stale, None, at(700)).phase, Phase::Completed);
+    fn a_round_whose_keys_vanish_or_go_back_in_time_is_never_completed_nor_warmed_again() {
+        let mut live = status(Phase::Live);
+        live.started_at = Some(Time(at(0)));
+        live.issued = Some(6);
+        // Keys gone mid-Live (FLUSHALL, a restart without persistence).
+        assert_eq!(round_state(&plan(None), &live, None), RoundState::Lost("KeysGone"));
+        assert_eq!(
+            decide(&plan(None), &TIMING, &live, None, at(30)),
+            Decision { phase: Phase::Live, requeue: COUNT_EVERY }
+        );
+        // Back in time: fewer admissions than already reported, or fewer winners than rows.
+        let stale = Some(Observed { remaining: 7, issued: 3, persisted: 3, admitted: 3 });
+        assert_eq!(round_state(&plan(None), &live, stale), RoundState::Lost("WentBackInTime"));
+        let behind = Some(Observed { remaining: 7, issued: 3, persisted: 5, admitted: 9 });
+        assert_eq!(round_state(&plan(None), &live, behind), RoundState::Lost("FewerWinnersThanRows"));
+        assert_eq!(decide(&plan(None), &TIMING, &live, behind, at(30)).phase, Phase::Live);
+        // A rolled-back admission lowers `issued` but not `seq`: intact.
+        let rolled_back = Some(Observed { remaining: 5, issued: 5, persisted: 5, admitted: 6 });
+        assert_eq!(round_state(&plan(None), &live, rolled_back), RoundState::Intact);
+        // Draining keeps draining, not Completed.
+        let mut draining = status(Phase::Draining);
+        draining.started_at = Some(Time(at(0)));
+        assert_eq!(decide(&plan(None), &TIMING, &draining, None, at(700)).phase, Phase::Draining);
+        // Before the round opened, missing keys just mean "not warmed yet".
+        assert_eq!(round_state(&plan(None), &status(Phase::Warming), None), RoundState::Intact);
+        // A completed round's keys are gone by design.
+        assert_eq!(round_state(&plan(None), &status(Phase::Completed), None), RoundState::Intact);
     }
 
     #[test]
