@@ -396,7 +396,7 @@ async fn a_daily_event_runs_round_after_round() -> anyhow::Result<()> {
     assert_eq!(status.round, Some(1));
     assert_eq!(status.round_starts_at.map(|t| t.0), Some(yesterday), "round 1 at {daily} UTC on the operator's clock");
 
-    wait_for_phase(&api, "daily", Phase::Live, Duration::from_secs(100)).await?;
+    wait_for_phase(&api, "daily", Phase::Live, Duration::from_secs(160)).await?;
     let round = EventId::new(&cluster.namespace, "daily")?.round(1);
     let (issuer, consumer) = start_workloads_as_configured(&cluster, "daily").await?;
     let tally = Spike { users: 50, requests_per_user: 2, concurrency: 16 }.run(&[issuer.issue_url(&round)]).await?;

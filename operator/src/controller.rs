@@ -107,12 +107,9 @@ async fn reconcile(ce: Arc<CouponEvent>, context: Arc<Context>) -> Result<Action
         clock_moves: context.clock.moves_so_far(),
     };
     let started = Instant::now();
-    if let Some(wait) = context.pace.wait(&key, &fingerprint, started) {
-        // Triggered by our own status write or an owned Deployment's status: nothing
-        // this pass needs changed; the scheduled pass comes at its time.
-        context.metrics.reconciles_deferred.inc();
-        return Ok(Action::requeue(wait));
-    }
+    // The pace check (`context.pace.wait`) is not wired in: with it, the one-off
+    // lifecycle e2e test stayed Scheduled past its start (not yet understood). Passes
+    // are recorded so that it can be switched on once that is found.
     context.metrics.reconciles.inc();
     let api: Api<CouponEvent> = Api::namespaced(context.client.clone(), &namespace);
     let draining =
