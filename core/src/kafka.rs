@@ -85,3 +85,67 @@ impl Publisher {
         self.producer.flush(timeout)
     }
 }
+
+/// Every coupon of `round` in `topic`, read from the start of each partition up to its
+/// end as it was when the call began (a fresh reader, no consumer group, nothing
+/// committed). Blocking: call it from `spawn_blocking`. Gives up at `deadline`.
+pub fn read_round_coupons(
+    brokers: &str,
+    topic: &str,
+    round: &crate::event::RoundId,
+    deadline: std::time::Instant,
+) -> Result<Vec<IssuedCoupon>, KafkaError> {
+    use std::collections::HashMap;
+
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+
+    let call_timeout = Duration::from_secs(10);
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        // Required by the client; nothing is ever committed under it.
+        .set("group.id", "couponrush-recovery")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .create()?;
+    let metadata = reader.fetch_metadata(Some(topic), call_timeout)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition));
+    }
+    let mut assignment = TopicPartitionList::new();
+    let mut ends: HashMap<i32, i64> = HashMap::new();
+    for partition in partitions {
+        let (low, high) = reader.fetch_watermarks(topic, partition, call_timeout)?;
+        if high > low {
+            assignment.add_partition_offset(topic, partition, Offset::Offset(low))?;
+            ends.insert(partition, high);
+        }
+    }
+    reader.assign(&assignment)?;
+    let (event, number) = (round.event.to_string(), round.round);
+    let mut found = Vec::new();
+    while !ends.is_empty() {
+        if std::time::Instant::now() >= deadline {
+            return Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OperationTimedOut));
+        }
+        let Some(message) = reader.poll(Duration::from_millis(200)) else { continue };
+        let message = message?;
+        // Anything that does not decode went (or goes) to the dead-letter topic: not a coupon.
+        if let Some(coupon) = message.payload().and_then(|payload| IssuedCoupon::decode(payload).ok())
+            && coupon.event == event
+            && coupon.round == number
+        {
+            found.push(coupon);
+        }
+        if ends.get(&message.partition()).is_some_and(|end| message.offset() + 1 >= *end) {
+            ends.remove(&message.partition());
+        }
+    }
+    Ok(found)
+}

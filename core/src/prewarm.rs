@@ -178,3 +178,196 @@ pub async fn remove_round(redis: &mut RedisConn, pool: &MySqlPool, round: &Round
     }
     Ok(())
 }
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    #[error("reading or writing the round's Redis keys failed")]
+    Redis(#[from] redis::RedisError),
+    #[error("reading the round from MySQL failed")]
+    Database(#[from] sqlx::Error),
+    #[error("reading the round's coupons from Kafka failed")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("round {0} has no MySQL stock row: it was never pre-warmed, or it was removed after it completed")]
+    NotPrewarmed(String),
+    #[error(
+        "round {0} is intact in Redis (its seq counter and winners cover everything in Kafka and MySQL); nothing to recover"
+    )]
+    Intact(String),
+}
+
+/// What a recovery wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recovered {
+    /// Winners written back (every admitted coupon found in MySQL or Kafka).
+    pub winners: u32,
+    /// Of those, found in Kafka only (the consumer had not stored them yet).
+    pub from_kafka_only: u32,
+    /// Kafka messages whose user slot or seq another coupon holds (Redis had handed a
+    /// seq out twice before the recovery); the consumer reports them the same way.
+    pub conflicts: u32,
+    /// The seq counter written back: the highest seq ever handed out that was found.
+    pub seq: u32,
+    pub remaining: u32,
+}
+
+/// The round's winners rebuilt from MySQL's rows (user, slot, seq), which win, and the
+/// Kafka messages, which add a winner when neither its user slot nor its seq is taken.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RebuiltWinners {
+    pub winners: std::collections::BTreeMap<(String, u32), u32>,
+    pub from_kafka_only: u32,
+    pub conflicts: u32,
+    pub highest_seq: u32,
+}
+
+pub fn rebuild_winners(rows: &[(String, u32, u32)], messages: &[crate::message::IssuedCoupon]) -> RebuiltWinners {
+    let mut rebuilt = RebuiltWinners::default();
+    let mut seqs = std::collections::HashSet::new();
+    for (user, slot, seq) in rows {
+        rebuilt.winners.insert((user.clone(), *slot), *seq);
+        seqs.insert(*seq);
+        rebuilt.highest_seq = rebuilt.highest_seq.max(*seq);
+    }
+    for coupon in messages {
+        // Every seq in Kafka was handed out, whatever became of it: never hand it out again.
+        rebuilt.highest_seq = rebuilt.highest_seq.max(coupon.seq);
+        let slot = (coupon.user.clone(), coupon.slot);
+        match rebuilt.winners.get(&slot) {
+            Some(seq) if *seq == coupon.seq => {} // the same coupon (stored, or published twice)
+            Some(_) => rebuilt.conflicts += 1,
+            None if seqs.contains(&coupon.seq) => rebuilt.conflicts += 1,
+            None => {
+                rebuilt.winners.insert(slot, coupon.seq);
+                seqs.insert(coupon.seq);
+                rebuilt.from_kafka_only += 1;
+            }
+        }
+    }
+    rebuilt
+}
+
+/// Rebuilds a round's Redis state after Redis lost it (a flush, a restart without
+/// persistence, a failover to a stale replica), from what MySQL and Kafka hold: the
+/// settings from the MySQL stock row, the winners from the coupon rows and the coupons
+/// still in the topic, the seq counter above every seq found, `remaining` = stock −
+/// winners. Every recovered winner is written as confirmed (it is in Kafka or MySQL, so
+/// it can no longer be rolled back). The meta hash is written last, so issuers see the
+/// round again only once it is whole; they resume on their own.
+///
+/// Refuses a round whose Redis state is intact: while a round admits, rewriting its
+/// keys from a snapshot of Kafka and MySQL would forget the admissions in between.
+#[allow(clippy::too_many_arguments)]
+pub async fn recover_round(
+    redis: &mut RedisConn,
+    pool: &MySqlPool,
+    brokers: &str,
+    topic: &str,
+    round: &RoundId,
+    strategy: Strategy,
+    deadline: std::time::Instant,
+) -> Result<Recovered, RecoverError> {
+    let row = db::round_row(pool, round).await?.ok_or_else(|| RecoverError::NotPrewarmed(round.to_string()))?;
+    let rows = db::round_coupons(pool, round).await?;
+    let messages = if strategy.persists_through_kafka() {
+        let (brokers, topic, wanted) = (brokers.to_owned(), topic.to_owned(), round.clone());
+        tokio::task::spawn_blocking(move || crate::kafka::read_round_coupons(&brokers, &topic, &wanted, deadline))
+            .await
+            .map_err(|_| rdkafka::error::KafkaError::MessageConsumption(rdkafka::types::RDKafkaErrorCode::Fail))??
+    } else {
+        Vec::new()
+    };
+    let rebuilt = rebuild_winners(&rows, &messages);
+    let keys = RoundKeys::new(round);
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    // Where the strategy keeps its counts: Redis' winners, or MySQL's stock row.
+    let issued = if strategy.counts_in_redis() { count(rebuilt.winners.len()) } else { row.issued };
+    let seq = rebuilt.highest_seq.max(issued);
+    if let Some(meta) = round_meta(redis, &keys).await? {
+        let winners: u64 = redis.hlen(&keys.winners).await?;
+        if meta.seq >= seq && (!strategy.counts_in_redis() || winners >= rebuilt.winners.len() as u64) {
+            return Err(RecoverError::Intact(round.to_string()));
+        }
+    }
+    for key in keys.all() {
+        let _: () = redis.del(key).await?;
+    }
+    if strategy.counts_in_redis() {
+        let winners: Vec<(String, u32)> =
+            rebuilt.winners.iter().map(|((user, slot), seq)| (crate::keys::winner_field(user, *slot), *seq)).collect();
+        for chunk in winners.chunks(1_000) {
+            let _: () = redis.hset_multiple(&keys.winners, chunk).await?;
+            let confirmed: Vec<(u32, &str)> = chunk.iter().map(|(field, seq)| (*seq, field.as_str())).collect();
+            let confirmed: Vec<(u32, &str)> =
+                confirmed.into_iter().map(|(seq, field)| (seq, crate::keys::parse_winner_field(field).0)).collect();
+            let _: () = redis.hset_multiple(&keys.confirmed, &confirmed).await?;
+        }
+    }
+    let remaining = row.stock.saturating_sub(issued);
+    let meta: [(&str, String); 7] = [
+        ("stock", row.stock.to_string()),
+        ("remaining", remaining.to_string()),
+        ("seq", seq.to_string()),
+        ("per_user", row.per_user.to_string()),
+        ("start_ms", row.start_ms.to_string()),
+        ("end_ms", row.end_ms.to_string()),
+        ("strategy", strategy.as_str().to_owned()),
+    ];
+    let _: () = redis.hset_multiple(&keys.meta, &meta).await?;
+    let _: () = redis
+        .hset_multiple(
+            current_round_key(&round.event),
+            &[("round", round.round.to_string()), ("strategy", strategy.as_str().to_owned())],
+        )
+        .await?;
+    Ok(Recovered {
+        winners: count(rebuilt.winners.len()),
+        from_kafka_only: rebuilt.from_kafka_only,
+        conflicts: rebuilt.conflicts,
+        seq,
+        remaining,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::IssuedCoupon;
+
+    fn coupon(user: &str, slot: u32, seq: u32) -> IssuedCoupon {
+        let round = EventId::new("shop", "sale").map(|e| e.round(1)).expect("valid");
+        IssuedCoupon::new(&round, user, seq, slot, 0)
+    }
+
+    fn row(user: &str, slot: u32, seq: u32) -> (String, u32, u32) {
+        (user.to_owned(), slot, seq)
+    }
+
+    #[test]
+    fn rows_and_messages_make_the_winners_and_the_highest_seq() {
+        let rows = [row("ann", 1, 1), row("bo", 1, 2)];
+        // bo's coupon again (re-published), cy's only in Kafka, seq 7 the highest handed out.
+        let messages = [coupon("bo", 1, 2), coupon("cy", 1, 7), coupon("ann", 2, 3)];
+        let rebuilt = rebuild_winners(&rows, &messages);
+        assert_eq!(rebuilt.winners.len(), 4);
+        assert_eq!(rebuilt.winners.get(&("cy".to_owned(), 1)), Some(&7));
+        assert_eq!((rebuilt.from_kafka_only, rebuilt.conflicts, rebuilt.highest_seq), (2, 0, 7));
+    }
+
+    #[test]
+    fn a_row_wins_over_a_message_that_contradicts_it() {
+        let rows = [row("ann", 1, 1), row("bo", 1, 2)];
+        // ann's slot under another seq, and seq 2 for someone else: both conflicts, not winners.
+        let messages = [coupon("ann", 1, 5), coupon("dee", 1, 2)];
+        let rebuilt = rebuild_winners(&rows, &messages);
+        assert_eq!(rebuilt.winners.len(), 2);
+        assert_eq!(rebuilt.winners.get(&("ann".to_owned(), 1)), Some(&1));
+        assert_eq!((rebuilt.from_kafka_only, rebuilt.conflicts), (0, 2));
+        assert_eq!(rebuilt.highest_seq, 5, "seq 5 was handed out: never again");
+    }
+
+    #[test]
+    fn user_ids_are_kept_byte_for_byte() {
+        let messages = [coupon("alice", 1, 1), coupon("alice ", 1, 2), coupon("한국 사용자", 1, 3)];
+        assert_eq!(rebuild_winners(&[], &messages).winners.len(), 3);
+    }
+}

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use couponrush_core::db;
 use couponrush_core::event::EventId;
 use couponrush_core::keys::RoundKeys;
-use couponrush_core::prewarm::round_meta;
+use couponrush_core::prewarm::{recover_round, round_meta};
 use couponrush_crds::{CouponEvent, CouponEventStatus, Phase};
 use couponrush_e2e::spike::{Spike, check_sold_out, rows};
 use couponrush_e2e::{Scope, Service, token, unique, wait_until};
@@ -699,9 +699,10 @@ async fn an_event_whose_backends_are_gone_is_deleted_within_a_minute() -> anyhow
     operator.stop().await
 }
 
-/// Finding 3: a round whose Redis state vanishes mid-Live (FLUSHALL on this engineer's
-/// own Redis) is never declared Completed and keeps its workloads; a RoundStateLost
-/// condition and a Warning event say what happened.
+/// Finding 3: a round whose Redis state vanishes mid-Live (FLUSHALL on this test's own
+/// Redis) is never declared Completed and keeps its workloads; a RoundStateLost
+/// condition and a Warning event say what happened. Once the round is recovered it runs
+/// to its end, every coupon once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_round_whose_redis_state_is_flushed_is_never_completed() -> anyhow::Result<()> {
     let cluster = cluster("flushed").await?;
@@ -738,6 +739,27 @@ async fn a_round_whose_redis_state_is_flushed_is_never_completed() -> anyhow::Re
     assert!(round_meta(&mut redis, &RoundKeys::new(&round)).await?.is_none(), "not re-warmed");
     let warnings = warnings(&cluster, "flushed").await?;
     assert!(warnings.iter().any(|r| r == "RoundStateLost"), "a Warning event: {warnings:?}");
+
+    // The documented recovery (`couponrush-issuer recover`) rebuilds the round from MySQL
+    // and the topic; the condition clears and the round runs to its end.
+    let topic = couponrush_operator::resources::topic_name(&cluster.namespace, "flushed");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let pool = cluster.scope.pool().await?;
+    let brokers = &cluster.scope.env.kafka_brokers;
+    let strategy = couponrush_core::event::Strategy::KafkaAsync;
+    let recovered = recover_round(&mut redis, &pool, brokers, &topic, &round, strategy, deadline).await?;
+    assert_eq!((recovered.winners, recovered.seq, recovered.remaining), (20, 20, 80), "{recovered:?}");
+    wait_until("RoundStateLost cleared", Duration::from_secs(20), || async {
+        Ok(condition(&api.get("flushed").await?, "RoundStateLost").is_some_and(|(status, _)| status == "False"))
+    })
+    .await?;
+    let rest = Spike { users: 200, requests_per_user: 1, concurrency: 8 }.run(&[issuer.issue_url(&round)]).await?;
+    assert_eq!(rest.server_errors(), 0);
+    let done = wait_for_phase(&api, "flushed", Phase::Completed, Duration::from_secs(60)).await?;
+    let status = done.status.context("status")?;
+    assert_eq!((status.issued, status.persisted, status.remaining), (Some(100), Some(100), Some(0)), "{status:?}");
+    let winners: Vec<_> = tally.issued.iter().chain(&rest.issued).cloned().collect();
+    check_sold_out(100, &winners, &rest.already, &rows(&pool, &round).await?)?;
 
     api.delete("flushed", &DeleteParams::default()).await?;
     wait_until("the event is gone", Duration::from_secs(60), || async { Ok(api.get_opt("flushed").await?.is_none()) })

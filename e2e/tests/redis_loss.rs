@@ -4,8 +4,9 @@
 //!   requires (AOF, `appendfsync always`, as `e2e/backends.sh` runs it): every 201 is
 //!   persisted exactly once, no seq is handed out twice, and the round sells its stock.
 //! - The round's keys flushed (FLUSHALL) mid-Live: the issuer stops admitting (503
-//!   UNAVAILABLE) instead of starting over, a fresh pre-warm is refused, and the coupons
-//!   already admitted still reach MySQL, each under its own seq.
+//!   UNAVAILABLE) instead of starting over, a fresh pre-warm is refused;
+//!   `couponrush-issuer recover` rebuilds the round from the coupons in Kafka, the issuer
+//!   resumes by itself, and the round sells out with every seq handed out once.
 //!
 //! These stop, kill and flush this checkout's own Redis (`e2e/backends.sh`, with the
 //! port variables of the caller); run them one at a time.
@@ -39,6 +40,28 @@ async fn require_documented_persistence(scope: &Scope) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+struct Run {
+    status: std::process::ExitStatus,
+    log: String,
+}
+
+/// `couponrush-issuer recover`, as an operator would run it against the event's backends.
+async fn recover(scope: &Scope, round: &couponrush_core::event::RoundId) -> anyhow::Result<Run> {
+    let backends = scope.backends();
+    let output = tokio::process::Command::new(couponrush_e2e::binary("couponrush-issuer")?)
+        .args(["recover", "--namespace", &round.event.namespace, "--name", &round.event.name])
+        .args(["--round", &round.round.to_string()])
+        .env("REDIS_URL", &backends.redis_url)
+        .env("DATABASE_URL", &backends.database_url)
+        .env("KAFKA_BROKERS", &backends.kafka_brokers)
+        .env("KAFKA_TOPIC", &backends.kafka_topic)
+        .env("NO_COLOR", "1")
+        .output()
+        .await?;
+    let log = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    Ok(Run { status: output.status, log })
 }
 
 fn answered(tallies: &[&Tally]) -> Vec<(String, u32)> {
@@ -107,7 +130,7 @@ async fn redis_killed_mid_spike_and_restarted_loses_and_doubles_nothing() -> any
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flushed_round_stops_admitting_and_is_not_prewarmed_again() -> anyhow::Result<()> {
+async fn flushed_round_stops_admitting_until_recovered_from_kafka() -> anyhow::Result<()> {
     let scope = Scope::new("redis-flush").await?;
     let round = scope.round("flush")?;
     let spec = RoundSpec {
@@ -148,15 +171,43 @@ async fn flushed_round_stops_admitting_and_is_not_prewarmed_again() -> anyhow::R
     // The operator would pre-warm again: refused, since fresh keys would reuse seqs 1..10.
     let again = prewarm::prewarm(&mut scope.redis().await?, &scope.pool().await?, &round, &spec).await;
     assert!(matches!(again, Err(PrewarmError::RedisLostRound(_))), "{again:?}");
-    // Kafka still holds the ten coupons: the consumer persists them, each under its seq.
+    // The recovery (README, "Redis durability"): the ten coupons are in Kafka only, so
+    // the round is rebuilt from the topic; the issuer resumes on its own.
+    let recovered = recover(&scope, &round).await?;
+    assert!(recovered.status.success(), "recover failed: {}", recovered.log);
+    assert!(recovered.log.contains("from_kafka_only=10"), "{}", recovered.log);
+    let meta = round_meta(&mut scope.redis().await?, &RoundKeys::new(&round)).await?;
+    let meta = meta.ok_or_else(|| anyhow::anyhow!("no meta after the recovery"))?;
+    assert_eq!((meta.stock, meta.remaining, meta.seq), (100, 90, 10));
+    let winners: u32 = scope.redis().await?.hlen(RoundKeys::new(&round).winners).await?;
+    assert_eq!(winners, 10);
+    // The first admission after it gets seq 11, never one of 1..10 again.
+    let resumed_by = std::time::Instant::now() + Duration::from_secs(10);
+    let (code, body) = loop {
+        let (code, body) = post("late-3".to_owned()).await?;
+        if code != 503 || std::time::Instant::now() > resumed_by {
+            break (code, body);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!((code, body["seq"].as_u64()), (201, Some(11)), "{body}");
+    // The round runs to its end: the consumer stores all of it, each coupon once.
     let consumer = scope.start_consumer().await?;
-    scope.wait_for_rows(&round, 10, Duration::from_secs(30)).await?;
+    let rest = Spike { users: 300, requests_per_user: 1, concurrency: 16 }.run(std::slice::from_ref(&url)).await?;
+    assert_eq!(rest.server_errors(), 0);
+    assert_eq!(rest.issued.len(), 89);
+    scope.wait_for_rows(&round, 100, Duration::from_secs(30)).await?;
     let rows = rows(&scope.pool().await?, &round).await?;
     let seqs: HashSet<u32> = rows.iter().map(|(_, seq)| *seq).collect();
-    assert_eq!(seqs, (1..=10).collect::<HashSet<u32>>());
-    assert!(rows.iter().all(|(user, _)| user.starts_with("early-")), "{rows:?}");
-    let (code, _) = post("late-3".to_owned()).await?;
-    assert_eq!(code, 503, "still paused");
+    assert_eq!(seqs, (1..=100).collect::<HashSet<u32>>(), "every seq once");
+    let by_user: HashMap<&str, u32> = rows.iter().map(|(user, seq)| (user.as_str(), *seq)).collect();
+    for (user, seq) in rest.issued.iter().chain([&("late-3".to_owned(), 11)]) {
+        assert_eq!(by_user.get(user.as_str()), Some(seq), "{user} was answered seq {seq}");
+    }
+    assert_eq!(rows.iter().filter(|(user, _)| user.starts_with("early-")).count(), 10);
+    // An intact round is never rewritten from a snapshot.
+    let again = recover(&scope, &round).await?;
+    assert!(!again.status.success() && again.log.contains("intact"), "{}", again.log);
     consumer.stop().await?;
     issuer.stop().await
 }

@@ -46,6 +46,8 @@ pub enum Command {
     Prewarm(PrewarmArgs),
     /// Re-publish admitted coupons of a round that have no MySQL row.
     Reconcile(RoundArgs),
+    /// Rebuild a round's Redis state after Redis lost it, from MySQL and the Kafka topic.
+    Recover(RecoverArgs),
     /// Apply the MySQL schema migrations and exit.
     Migrate,
 }
@@ -157,6 +159,18 @@ pub struct PrewarmArgs {
     pub ends_at: Option<jiff::Timestamp>,
     #[arg(long, default_value = "kafka-async")]
     pub strategy: Strategy,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RecoverArgs {
+    #[command(flatten)]
+    pub round: RoundArgs,
+    /// The strategy the round was pre-warmed with (the event's `spec.strategy`).
+    #[arg(long, default_value = "kafka-async")]
+    pub strategy: Strategy,
+    /// How long reading the topic may take.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 #[cfg(test)]

@@ -1,12 +1,12 @@
 //! `couponrush-issuer`: serve the API, or run an admin command (prewarm, reconcile,
-//! migrate) against the same backends.
+//! recover, migrate) against the same backends.
 
 use clap::Parser;
 use couponrush_core::event::{EventId, RoundSpec};
 use couponrush_core::kafka::Publisher;
 use couponrush_core::redis_conn::RedisTarget;
 use couponrush_core::{db, prewarm, reconcile, shutdown, telemetry};
-use couponrush_issuer::config::{Backends, Cli, Command, PrewarmArgs, RoundArgs};
+use couponrush_issuer::config::{Backends, Cli, Command, PrewarmArgs, RecoverArgs, RoundArgs};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -20,6 +20,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Prewarm(args) => prewarm_round(&backends, args).await,
         Command::Reconcile(args) => reconcile_round(&backends, args).await,
+        Command::Recover(args) => recover_round(&backends, args).await,
         Command::Migrate => {
             db::migrate(&db::connect(&backends.database_url, 2).await?).await?;
             tracing::info!("schema is up to date");
@@ -62,5 +63,18 @@ async fn reconcile_round(backends: &Backends, args: RoundArgs) -> anyhow::Result
     let report = reconcile::reconcile_round(&mut redis, &pool, &publisher, &round).await?;
     publisher.flush(std::time::Duration::from_secs(10))?;
     tracing::info!(%round, admitted = report.admitted, persisted = report.persisted, republished = report.republished, "reconciled");
+    Ok(())
+}
+
+async fn recover_round(backends: &Backends, args: RecoverArgs) -> anyhow::Result<()> {
+    let round = EventId::new(&args.round.namespace, &args.round.name)?.round(args.round.round);
+    let mut redis = RedisTarget::new(&backends.redis_url, backends.redis_cluster).connect().await?;
+    let pool = db::connect(&backends.database_url, 2).await?;
+    let deadline = std::time::Instant::now() + args.timeout;
+    let topic = &backends.kafka_topic;
+    let done =
+        prewarm::recover_round(&mut redis, &pool, &backends.kafka_brokers, topic, &round, args.strategy, deadline)
+            .await?;
+    tracing::info!(%round, winners = done.winners, from_kafka_only = done.from_kafka_only, conflicts = done.conflicts, seq = done.seq, remaining = done.remaining, "round recovered");
     Ok(())
 }
