@@ -275,6 +275,11 @@ fi
 "${spike[@]}" "${spike_args[@]}" || fail "the spike's guarantees did not hold"
 
 wait_phase Completed 180
+# The standard conditions, as a person or a pipeline would wait on them.
+$kubectl -n "$ns" wait "couponevent/$event" --for=condition=Progressing=false --timeout=10s >/dev/null \
+  || fail "Progressing is not False after Completed"
+$kubectl -n "$ns" wait "couponevent/$event" --for=condition=Degraded=false --timeout=10s >/dev/null \
+  || fail "Degraded is not False after Completed"
 status() { $kubectl -n "$ns" get couponevent "$event" -o jsonpath="{.status.$1}"; }
 [ "$(status issued)" = "$stock" ] && [ "$(status persisted)" = "$stock" ] \
   || fail "status issued=$(status issued) persisted=$(status persisted), expected $stock and $stock"

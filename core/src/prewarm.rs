@@ -139,13 +139,15 @@ pub struct RoundMeta {
     pub per_user: u32,
     pub start_ms: i64,
     pub end_ms: Option<i64>,
+    /// Admissions stopped by the event's owner (`spec.paused`); see [`set_paused`].
+    pub paused: bool,
 }
 
 pub async fn round_meta(redis: &mut RedisConn, keys: &RoundKeys) -> redis::RedisResult<Option<RoundMeta>> {
-    type Fields = (Option<u32>, Option<i64>, Option<u32>, Option<u32>, Option<i64>, Option<i64>);
-    let (stock, remaining, seq, per_user, start_ms, end_ms): Fields = redis::cmd("HMGET")
+    type Fields = (Option<u32>, Option<i64>, Option<u32>, Option<u32>, Option<i64>, Option<i64>, Option<u8>);
+    let (stock, remaining, seq, per_user, start_ms, end_ms, paused): Fields = redis::cmd("HMGET")
         .arg(&keys.meta)
-        .arg(&["stock", "remaining", "seq", "per_user", "start_ms", "end_ms"])
+        .arg(&["stock", "remaining", "seq", "per_user", "start_ms", "end_ms", "paused"])
         .query_async(redis)
         .await?;
     Ok(match (stock, remaining, seq, per_user, start_ms, end_ms) {
@@ -156,9 +158,30 @@ pub async fn round_meta(redis: &mut RedisConn, keys: &RoundKeys) -> redis::Redis
             per_user,
             start_ms,
             end_ms: (end_ms > 0).then_some(end_ms),
+            paused: paused.is_some_and(|flag| flag != 0),
         }),
         _ => None,
     })
+}
+
+static SET_PAUSED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'paused', ARGV[1])
+return 1
+"#,
+    )
+});
+
+/// Stops (or resumes) admissions to a pre-warmed round: issuers read the flag with the
+/// round's meta (every half second) and answer `503 PAUSED` while it is set. Only an
+/// existing round is flagged (a flag alone would look like a round to nobody, but keys
+/// must only ever be created whole, by [`prewarm`]). Returns whether the round exists.
+pub async fn set_paused(redis: &mut RedisConn, round: &RoundId, paused: bool) -> redis::RedisResult<bool> {
+    let keys = RoundKeys::new(round);
+    let found: i64 = SET_PAUSED.key(&keys.meta).arg(u8::from(paused)).invoke_async(redis).await?;
+    Ok(found == 1)
 }
 
 /// Removes the round's Redis keys, the event's pointer if it names this round, and the

@@ -26,6 +26,7 @@ pub use couponrush_core::event::Strategy;
     printcolumn = r#"{"name":"Issued","type":"integer","jsonPath":".status.issued"}"#,
     printcolumn = r#"{"name":"Persisted","type":"integer","jsonPath":".status.persisted"}"#,
     printcolumn = r#"{"name":"Start","type":"date","jsonPath":".status.roundStartsAt"}"#,
+    printcolumn = r#"{"name":"Paused","type":"boolean","jsonPath":".spec.paused"}"#,
     printcolumn = r#"{"name":"Strategy","type":"string","jsonPath":".spec.strategy","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     // The workloads are named `<name>-issuer` and `<name>-consumer` (Services and
@@ -80,6 +81,11 @@ pub struct CouponEventSpec {
     /// Where Redis, Kafka and MySQL are. Without it the operator's defaults are used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backends: Option<BackendsRef>,
+    /// The emergency stop: while true, issuers answer `503 PAUSED` (with Retry-After)
+    /// instead of admitting; sold-out answers and results stay as they are. Setting it
+    /// back to false continues the same round, with its counts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
 }
 
 fn one() -> u32 {

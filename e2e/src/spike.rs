@@ -172,7 +172,9 @@ impl Spike {
 }
 
 /// Polls `GET …/issue` for every queued user until none is still queued; returns the
-/// (user, seq) of those whose result is ISSUED.
+/// (user, seq) of those whose result is ISSUED. A transient 503 (`Retry-After: 1`: a
+/// backend call that failed on a loaded machine, nothing changed) is polled again, as a
+/// client would; a paused round (`Retry-After: 5`) or any other answer fails.
 pub async fn poll_queue(
     issue_url: &str,
     users: &HashSet<String>,
@@ -182,15 +184,22 @@ pub async fn poll_queue(
     let deadline = Instant::now() + within;
     let mut waiting: Vec<String> = users.iter().cloned().collect();
     let mut issued = Vec::new();
+    let mut retries = 0_usize;
     while !waiting.is_empty() {
         ensure!(Instant::now() < deadline, "{} users still queued after {within:?}", waiting.len());
+        ensure!(retries <= users.len() / 10, "{retries} polls answered 503: more than a loaded machine explains");
         let answers: Vec<(String, anyhow::Result<Answer>)> = futures::stream::iter(waiting.drain(..))
             .map(|user| {
                 let client = &client;
                 async move {
                     let answer = async {
                         let response = client.get(issue_url).bearer_auth(crate::token(&user)).send().await?;
-                        Ok(response.json::<Answer>().await?)
+                        let retry_after = response.headers().get("retry-after").cloned();
+                        let mut answer = response.json::<Answer>().await?;
+                        if answer.status == "UNAVAILABLE" && retry_after.is_some_and(|v| v == "1") {
+                            answer.status = "RETRY".to_owned();
+                        }
+                        Ok(answer)
                     }
                     .await;
                     (user, answer)
@@ -203,6 +212,10 @@ pub async fn poll_queue(
             let answer = answer.with_context(|| format!("polling {user}"))?;
             match (answer.status.as_str(), answer.seq) {
                 ("QUEUED", _) => waiting.push(user),
+                ("RETRY", _) => {
+                    retries += 1;
+                    waiting.push(user);
+                }
                 ("ISSUED", Some(seq)) => issued.push((user, seq)),
                 ("SOLD_OUT", _) => {}
                 (other, _) => anyhow::bail!("{user} was queued, then answered {other}"),
@@ -211,6 +224,9 @@ pub async fn poll_queue(
         if !waiting.is_empty() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+    if retries > 0 {
+        println!("queue polls answered 503 and polled again: {retries}");
     }
     Ok(issued)
 }

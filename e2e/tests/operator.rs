@@ -27,6 +27,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
+use redis::AsyncCommands;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -57,9 +58,14 @@ async fn cluster(name: &str) -> anyhow::Result<Cluster> {
             .any(|c| c.type_ == "Established" && c.status == "True"))
     })
     .await?;
+    clear_earlier_tests(&client).await?;
     let namespace = unique(name);
+    let labels = json!({ TEST_NAMESPACE_LABEL: "true" });
     Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": namespace}}))?)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": namespace, "labels": labels}}))?,
+        )
         .await?;
     let scope = Scope::new(name).await?;
     let secret: Secret = serde_json::from_value(json!({
@@ -73,6 +79,31 @@ async fn cluster(name: &str) -> anyhow::Result<Cluster> {
     }))?;
     Api::<Secret>::namespaced(client.clone(), &namespace).create(&PostParams::default(), &secret).await?;
     Ok(Cluster { client, namespace, scope })
+}
+
+/// Marks the namespaces these tests make, so that the next test can clear them.
+const TEST_NAMESPACE_LABEL: &str = "couponrush.io/e2e-operator-test";
+
+/// Every test watches all namespaces with its own operator: what an earlier test left
+/// (its events, whose finalizer no operator will now run, and their workloads on the
+/// fake nodes) would be reconciled, and scheduled, alongside this test's own. Remove
+/// it first: finalizers dropped, namespaces deleted (the namespace controller removes
+/// the rest).
+async fn clear_earlier_tests(client: &Client) -> anyhow::Result<()> {
+    let namespaces = Api::<Namespace>::all(client.clone());
+    let earlier = namespaces.list(&kube::api::ListParams::default().labels(TEST_NAMESPACE_LABEL)).await?;
+    for namespace in earlier {
+        let name = namespace.name_any();
+        let events: Api<CouponEvent> = Api::namespaced(client.clone(), &name);
+        for event in events.list(&Default::default()).await? {
+            let release = json!({"metadata": {"finalizers": null}});
+            let _ = events.patch(&event.name_any(), &PatchParams::default(), &Patch::Merge(&release)).await;
+        }
+        if namespace.metadata.deletion_timestamp.is_none() {
+            namespaces.delete(&name, &DeleteParams::background()).await?;
+        }
+    }
+    Ok(())
 }
 
 struct Operator {
@@ -197,13 +228,22 @@ fn condition(ce: &CouponEvent, kind: &str) -> Option<(String, String)> {
 
 /// The reasons of the Warning events recorded about `name`.
 async fn warnings(cluster: &Cluster, name: &str) -> anyhow::Result<Vec<String>> {
+    event_reasons(cluster, name, Some("Warning")).await
+}
+
+/// The reasons of every event recorded about `name`.
+async fn all_event_reasons(cluster: &Cluster, name: &str) -> anyhow::Result<Vec<String>> {
+    event_reasons(cluster, name, None).await
+}
+
+async fn event_reasons(cluster: &Cluster, name: &str, kind: Option<&str>) -> anyhow::Result<Vec<String>> {
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     Ok(events
         .list(&Default::default())
         .await?
         .items
         .into_iter()
-        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .filter(|e| kind.is_none_or(|kind| e.type_.as_deref() == Some(kind)))
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
         .filter_map(|e| e.reason)
         .collect())
@@ -836,6 +876,119 @@ async fn reconciles_per_minute_stay_bounded_while_live() -> anyhow::Result<()> {
     api.delete("pace", &DeleteParams::default()).await?;
     wait_until("the event is gone", Duration::from_secs(60), || async { Ok(api.get_opt("pace").await?.is_none()) })
         .await?;
+    consumer.stop().await?;
+    issuer.stop().await?;
+    operator.stop().await
+}
+
+/// Issue 13: `spec.paused` is the emergency stop. A trickle of new users runs through
+/// the whole test; once the first answer says PAUSED no request is admitted until the
+/// pause is lifted (every answer in between is 503 PAUSED with Retry-After, and Redis'
+/// winners do not move), the status and an Event show it, and resuming continues the
+/// same round to an exact sell-out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pausing_a_live_round_stops_admissions_and_resuming_continues_it() -> anyhow::Result<()> {
+    let cluster = cluster("pause").await?;
+    let operator = start_operator(&cluster.namespace, "operator-a").await?;
+    let api: Api<CouponEvent> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let stock = 120;
+    api.create(&PostParams::default(), &event("pause", stock, Duration::from_secs(4), "1s")?).await?;
+    wait_for_phase(&api, "pause", Phase::Live, Duration::from_secs(30)).await?;
+    let round = EventId::new(&cluster.namespace, "pause")?.round(1);
+    let (issuer, consumer) = start_workloads_as_configured(&cluster, "pause").await?;
+    let keys = RoundKeys::new(&round);
+
+    // The trickle: one new user every 20 ms until the round is sold out (bounded).
+    // (HTTP code, status word, Retry-After, user) of every answer, in order.
+    type Answer = (u16, String, Option<String>, String);
+    let answers: Arc<Mutex<Vec<Answer>>> = Arc::default();
+    let trickle = {
+        let (url, answers) = (issuer.issue_url(&round), answers.clone());
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            for n in 0..6_000 {
+                let user = format!("trickle-{n}");
+                let response = client.post(&url).bearer_auth(token(&user)).send().await?;
+                let code = response.status().as_u16();
+                let retry_after =
+                    response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let body: serde_json::Value = response.json().await?;
+                let status = body["status"].as_str().unwrap_or_default().to_owned();
+                answers.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.push((
+                    code,
+                    status.clone(),
+                    retry_after,
+                    user,
+                ));
+                if status == "SOLD_OUT" {
+                    return anyhow::Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            anyhow::bail!("the round never sold out")
+        })
+    };
+    let count = |status: &'static str| {
+        let answers = answers.clone();
+        move || answers.lock().map(|a| a.iter().filter(|(_, s, _, _)| s == status).count()).unwrap_or(0)
+    };
+    let issued = count("ISSUED");
+    let paused = count("PAUSED");
+    wait_until("some coupons issued", Duration::from_secs(20), || async { Ok(issued() >= 20) }).await?;
+
+    let pause = |on: bool| {
+        let api = api.clone();
+        async move {
+            let patch = Patch::Merge(json!({"spec": {"paused": on}}));
+            api.patch("pause", &PatchParams::default(), &patch).await
+        }
+    };
+    pause(true).await?;
+    wait_until("a Paused condition", Duration::from_secs(15), || async {
+        Ok(condition(&api.get("pause").await?, "Paused") == Some(("True".into(), "PausedBySpec".into())))
+    })
+    .await?;
+    wait_until("the issuer to answer PAUSED", Duration::from_secs(5), || async { Ok(paused() >= 1) }).await?;
+    let mut redis = cluster.scope.redis().await?;
+    let winners_paused: u64 = redis.hlen(&keys.winners).await?;
+    // Two seconds of requests while paused: nothing moves.
+    let before = answers.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let winners_later: u64 = redis.hlen(&keys.winners).await?;
+    assert_eq!(winners_later, winners_paused, "admitted while paused");
+    let state: serde_json::Value =
+        reqwest::get(issuer.issue_url(&round).trim_end_matches("/issue")).await?.json().await?;
+    assert_eq!(state["state"], "PAUSED", "{state}");
+    let status = api.get("pause").await?.status.context("status")?;
+    assert_eq!(status.phase, Phase::Live, "paused is not a phase: the round stays Live");
+
+    pause(false).await?;
+    wait_until("the Paused condition cleared", Duration::from_secs(15), || async {
+        Ok(condition(&api.get("pause").await?, "Paused").is_some_and(|(status, _)| status == "False"))
+    })
+    .await?;
+    tokio::time::timeout(Duration::from_secs(120), trickle).await.context("trickle")???;
+    let answers = answers.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    // Between the first PAUSED and the last one, nothing but PAUSED, each with Retry-After.
+    let first = answers.iter().position(|(_, s, _, _)| s == "PAUSED").context("a PAUSED answer")?;
+    let last = answers.iter().rposition(|(_, s, _, _)| s == "PAUSED").context("a PAUSED answer")?;
+    assert!(last > before + 20, "the two paused seconds were answered PAUSED ({first}..={last}, {before})");
+    for (code, status, retry_after, user) in &answers[first..=last] {
+        assert_eq!((code, status.as_str()), (&503, "PAUSED"), "{user} while paused");
+        assert_eq!(retry_after.as_deref(), Some("5"), "{user}: Retry-After");
+    }
+    let winners: Vec<(String, u32)> = {
+        let mut redis = cluster.scope.redis().await?;
+        let all: std::collections::HashMap<String, u32> = redis.hgetall(&keys.winners).await?;
+        all.into_iter().collect()
+    };
+    assert_eq!(answers.iter().filter(|(_, s, _, _)| s == "ISSUED").count(), stock as usize);
+    let done = wait_for_phase(&api, "pause", Phase::Completed, Duration::from_secs(60)).await?;
+    let status = done.status.context("status")?;
+    assert_eq!((status.issued, status.persisted, status.remaining), (Some(stock), Some(stock), Some(0)));
+    check_sold_out(stock, &winners, &[], &rows(&cluster.scope.pool().await?, &round).await?)?;
+    let reasons = all_event_reasons(&cluster, "pause").await?;
+    assert!(reasons.iter().any(|r| r == "Paused") && reasons.iter().any(|r| r == "Resumed"), "{reasons:?}");
     consumer.stop().await?;
     issuer.stop().await?;
     operator.stop().await

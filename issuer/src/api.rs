@@ -153,6 +153,9 @@ async fn decide(
     if live.has_vanished() {
         return (unavailable(state, &IssueError::RoundVanished), Some(live.strategy));
     }
+    if live.is_paused() {
+        return (Reply::Paused, Some(live.strategy));
+    }
     // axum drops this future when the client hangs up. Everything from the admission on
     // runs in its own task, so an admitted coupon is always published (or rolled back),
     // a counter place always given back, and an unknown outcome settled, whoever is
@@ -298,6 +301,8 @@ async fn event_state(State(state): State<Arc<AppState>>, Path((namespace, name))
         "ENDED"
     } else if remaining == 0 {
         "SOLD_OUT"
+    } else if meta.paused {
+        "PAUSED"
     } else {
         "LIVE"
     };

@@ -36,6 +36,9 @@ pub struct LiveRound {
     seq_seen: AtomicU32,
     /// The round's pointer or keys vanished from Redis while this issuer served it.
     vanished: AtomicBool,
+    /// The event's owner stopped admissions (`spec.paused`, written to the round's meta
+    /// by the operator); read with the meta on every refresh.
+    paused: AtomicBool,
 }
 
 impl LiveRound {
@@ -43,6 +46,7 @@ impl LiveRound {
         Self {
             seq_seen: AtomicU32::new(seq_seen),
             vanished: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
             label: round.to_string(),
             keys: RoundKeys::new(&round),
             round,
@@ -76,6 +80,18 @@ impl LiveRound {
     fn reappeared(&self) {
         if self.vanished.swap(false, Ordering::Relaxed) {
             tracing::warn!(round = %self.label, "the round's keys are back in Redis");
+        }
+    }
+
+    /// Whether admissions are paused by the event's owner (not a fault: sold-out
+    /// answers and results stay as they are).
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    fn set_paused(&self, paused: bool) {
+        if self.paused.swap(paused, Ordering::Relaxed) != paused {
+            tracing::warn!(round = %self.label, paused, "admissions paused by the event's owner: {paused}");
         }
     }
 
@@ -175,6 +191,7 @@ impl Events {
             tracing::error!(%round, seq_in_redis = meta.seq, seq_seen = remembered, "the round came back in Redis with a lower seq counter: Redis lost writes; admissions stay paused");
         }
         let live = LiveRound::new(round, strategy, meta.stock, meta.seq.max(remembered));
+        live.set_paused(meta.paused);
         if tracks_remaining(strategy) && meta.remaining == 0 {
             live.mark_sold_out();
         }
@@ -233,6 +250,7 @@ impl Events {
                     tracing::error!(round = %live.label, seq_in_redis = meta.seq, seq_seen = live.seq_floor(), "Redis' seq counter went back: Redis lost writes; admissions are paused");
                 }
                 live.saw_seq(meta.seq);
+                live.set_paused(meta.paused);
                 let old_stock = live.stock.swap(meta.stock, Ordering::Relaxed);
                 if tracks_remaining(live.strategy) {
                     if meta.remaining > 0 {

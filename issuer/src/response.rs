@@ -39,6 +39,8 @@ pub enum Reply {
     /// The round's state in Redis vanished or went back in time: admissions are paused
     /// until it is recovered, so that no seq is handed out twice. Nothing was admitted.
     RoundPaused,
+    /// The event's owner paused admissions (`spec.paused`).
+    Paused,
     /// A fault of ours; the body says nothing more (the log does).
     Internal,
     /// `GET …/issue`: what this user holds.
@@ -57,7 +59,7 @@ pub struct EventState {
     pub event: String,
     pub round: u32,
     pub strategy: &'static str,
-    /// NOT_STARTED, LIVE, SOLD_OUT or ENDED.
+    /// NOT_STARTED, LIVE, PAUSED, SOLD_OUT or ENDED.
     pub state: &'static str,
     pub stock: u32,
     pub remaining: u32,
@@ -107,6 +109,7 @@ impl Reply {
             Reply::NotFound => "NOT_FOUND",
             Reply::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Reply::Unavailable | Reply::RoundPaused => "UNAVAILABLE",
+            Reply::Paused => "PAUSED",
             Reply::OutcomeUnknown => "OUTCOME_UNKNOWN",
             Reply::Internal => "INTERNAL",
             Reply::MyResult { seq: Some(_), .. } => "ISSUED",
@@ -127,7 +130,9 @@ impl Reply {
             Reply::BadRequest(_) => StatusCode::BAD_REQUEST,
             Reply::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Reply::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Reply::Unavailable | Reply::OutcomeUnknown | Reply::RoundPaused => StatusCode::SERVICE_UNAVAILABLE,
+            Reply::Unavailable | Reply::OutcomeUnknown | Reply::RoundPaused | Reply::Paused => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Reply::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -182,6 +187,11 @@ impl Reply {
                 message: "admissions to this round are paused: its state in Redis was lost; nothing was issued, please retry later",
                 ..Body::default()
             },
+            Reply::Paused => Body {
+                status,
+                message: "admissions to this round are paused by its organiser; nothing was issued, please retry later",
+                ..Body::default()
+            },
             Reply::Internal => Body { status, message: "internal error", ..Body::default() },
             Reply::MyResult { seq, persisted, round } => Body {
                 status,
@@ -206,7 +216,7 @@ impl IntoResponse for Reply {
         let extra_header = match &self {
             Reply::NotStarted { retry_after_s, .. } => Some((header::RETRY_AFTER, HeaderValue::from(*retry_after_s))),
             Reply::Unavailable | Reply::OutcomeUnknown => Some((header::RETRY_AFTER, HeaderValue::from_static("1"))),
-            Reply::RoundPaused => Some((header::RETRY_AFTER, HeaderValue::from_static("5"))),
+            Reply::RoundPaused | Reply::Paused => Some((header::RETRY_AFTER, HeaderValue::from_static("5"))),
             Reply::Unauthorized(_) => Some((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))),
             _ => None,
         };

@@ -101,9 +101,11 @@ pub struct ClientCache {
 }
 
 impl ClientCache {
+    /// The connections for `endpoints`, made on first use. The map is not locked while
+    /// connecting: an event whose backends are slow or gone must not hold up the passes
+    /// of every other event.
     pub async fn get(&self, endpoints: &Endpoints) -> Result<Arc<Clients>, Error> {
-        let mut clients = self.clients.lock().await;
-        if let Some(found) = clients.get(endpoints) {
+        if let Some(found) = self.clients.lock().await.get(endpoints) {
             return Ok(found.clone());
         }
         let redis = tokio::time::timeout(
@@ -121,7 +123,7 @@ impl ClientCache {
             migrated: std::sync::atomic::AtomicBool::new(false),
             topics: std::sync::Mutex::new(HashSet::new()),
         });
-        clients.insert(endpoints.clone(), made.clone());
-        Ok(made)
+        // Two passes may have connected at once: the first one stored is kept.
+        Ok(self.clients.lock().await.entry(endpoints.clone()).or_insert(made).clone())
     }
 }

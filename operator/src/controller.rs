@@ -41,7 +41,9 @@ use crate::phase::{Decision, IDLE, Observed, RoundState, decide, round_state};
 use crate::plan::{plan_round, timing};
 use crate::resources::{self, WorkloadInputs, topic_name, workload_name};
 use crate::sizing::size;
-use crate::status::{Inputs, ROUND_STATE_LOST, TERMINATING, is_true, next_status, phase_entered, set_condition};
+use crate::status::{
+    DEGRADED, Inputs, PAUSED, ROUND_STATE_LOST, TERMINATING, is_true, next_status, phase_entered, set_condition,
+};
 
 pub const FINALIZER: &str = "couponrush.io/cleanup";
 const MANAGER: &str = "couponrush-operator";
@@ -112,6 +114,7 @@ async fn reconcile(ce: Arc<CouponEvent>, context: Arc<Context>) -> Result<Action
         // next pass is already scheduled: the kube scheduler keeps the earlier of the two
         // runs, so asking again for the same instant changes nothing.
         context.metrics.reconciles_deferred.inc();
+        tracing::debug!(event = %key, wait_ms = wait.as_millis(), "pass deferred: its scheduled run is due later");
         return Ok(Action::requeue(wait));
     }
     context.metrics.reconciles.inc();
@@ -139,6 +142,7 @@ async fn reconcile(ce: Arc<CouponEvent>, context: Arc<Context>) -> Result<Action
         .map_err(|error| Error::Finalizer(Box::new(error))),
     };
     let next = result?;
+    tracing::debug!(event = %key, next_ms = next.as_millis(), "pass done");
     if let Ok(mut failures) = context.failures.lock() {
         failures.remove(&key);
     }
@@ -239,6 +243,7 @@ async fn apply_pass(ce: &CouponEvent, context: &Context) -> Result<Duration, Err
             status.message = Some(spec_error.to_string());
             let message = spec_error.to_string();
             set_condition(&mut status.conditions, generation, "SpecAccepted", false, "InvalidSpec", &message, now);
+            set_condition(&mut status.conditions, generation, DEGRADED, true, "InvalidSpec", &message, now);
             write_status(ce, context, &previous, status).await?;
             return Ok(NEVER);
         }
@@ -263,6 +268,7 @@ async fn apply_pass(ce: &CouponEvent, context: &Context) -> Result<Duration, Err
             let mut status = previous.clone();
             let message = chain(&error);
             set_condition(&mut status.conditions, generation, "Ready", false, "BackendsUnavailable", &message, now);
+            set_condition(&mut status.conditions, generation, DEGRADED, true, "BackendsUnavailable", &message, now);
             status.message = Some(format!("backends unavailable: {message}"));
             write_status(ce, context, &previous, status).await?;
             return Err(error);
@@ -319,6 +325,7 @@ async fn apply_pass(ce: &CouponEvent, context: &Context) -> Result<Duration, Err
                     let message = error.to_string();
                     let conditions = &mut status.conditions;
                     set_condition(conditions, generation, "SpecAccepted", false, "RoundAlreadyRan", &message, now);
+                    set_condition(conditions, generation, DEGRADED, true, "RoundAlreadyRan", &message, now);
                     write_status(ce, context, &previous, status).await?;
                     return Ok(NEVER);
                 }
@@ -335,6 +342,8 @@ async fn apply_pass(ce: &CouponEvent, context: &Context) -> Result<Duration, Err
                     return Err(Error::Prewarm(error));
                 }
             }
+            // Every pass, so a flag lost with Redis' state is written again too.
+            prewarm::set_paused(&mut redis, &round, ce.spec.paused).await.map_err(Error::ObserveRedis)?;
             let inputs = WorkloadInputs {
                 issuer_image: context.config.issuer_image.clone(),
                 consumer_image: context.config.consumer_image.clone(),
@@ -375,8 +384,17 @@ async fn apply_pass(ce: &CouponEvent, context: &Context) -> Result<Duration, Err
         observed,
         state,
         refusals: &refusals,
+        paused: ce.spec.paused,
         now,
     });
+    if is_true(&status, PAUSED) != is_true(&previous, PAUSED) {
+        let (reason, note) = if is_true(&status, PAUSED) {
+            ("Paused", "admissions stopped by spec.paused: issuers answer 503 PAUSED")
+        } else {
+            ("Resumed", "admissions continue the same round")
+        };
+        publish(context, ce, EventType::Normal, reason, Some(note.to_owned())).await;
+    }
     if status.phase != previous.phase {
         let reason = format!("{:?}", status.phase);
         let note = status.message.clone();

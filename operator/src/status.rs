@@ -14,6 +14,11 @@ use crate::plan::RoundPlan;
 
 /// The condition a round whose Redis state was lost carries.
 pub const ROUND_STATE_LOST: &str = "RoundStateLost";
+/// Standard conditions (see [`set_standard_conditions`]).
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+/// The condition of a round whose admissions `spec.paused` stops.
+pub const PAUSED: &str = "Paused";
 /// The condition an event being deleted carries while its coupons drain.
 pub const TERMINATING: &str = "Terminating";
 
@@ -27,12 +32,14 @@ pub struct Inputs<'a> {
     pub state: RoundState,
     /// Spec changes refused this pass (reason, message); the first one is reported.
     pub refusals: &'a [(&'static str, String)],
+    /// `spec.paused`: the issuers answer 503 PAUSED while the round is open.
+    pub paused: bool,
     pub now: Timestamp,
 }
 
 /// The next status: phase, counts, timestamps (each set once per round), conditions.
 pub fn next_status(inputs: &Inputs<'_>) -> CouponEventStatus {
-    let Inputs { generation, previous, plan, decision, observed, state, refusals, now } = *inputs;
+    let Inputs { generation, previous, plan, decision, observed, state, refusals, paused, now } = *inputs;
     let same_round = previous.round == Some(plan.round);
     let mut status = if same_round {
         previous.clone()
@@ -72,6 +79,7 @@ pub fn next_status(inputs: &Inputs<'_>) -> CouponEventStatus {
         (_, Some(reason)) => lost_message(reason),
         (Phase::Scheduled, _) => format!("round {} opens at {}", plan.round, plan.starts_at),
         (Phase::Warming, _) => format!("warming up: round {} opens at {}", plan.round, plan.starts_at),
+        (Phase::Live, _) if paused => "paused: admissions stopped by spec.paused; issuers answer 503 PAUSED".to_owned(),
         (Phase::Live, _) => "open".to_owned(),
         (Phase::SoldOut, _) => "sold out".to_owned(),
         (Phase::Draining, _) if drained => "every coupon is in MySQL; workloads stay until teardownAfter".to_owned(),
@@ -98,6 +106,14 @@ pub fn next_status(inputs: &Inputs<'_>) -> CouponEventStatus {
     );
     set("SoldOut", sold_out, if sold_out { "NoStockLeft" } else { "StockLeft" }, "every coupon of the round is issued");
     set("Drained", drained, if drained { "AllPersisted" } else { "NotYet" }, "every issued coupon is in MySQL");
+    // Only an open (or opening) round has admissions to stop.
+    let holds = paused && matches!(phase, Phase::Warming | Phase::Live);
+    set(
+        PAUSED,
+        holds,
+        if holds { "PausedBySpec" } else { "NotPaused" },
+        "spec.paused stops admissions; false continues the same round",
+    );
     match lost {
         Some(reason) => set(ROUND_STATE_LOST, true, reason, &lost_message(reason)),
         None => set(ROUND_STATE_LOST, false, "Intact", "Redis holds the round's state"),
@@ -106,7 +122,52 @@ pub fn next_status(inputs: &Inputs<'_>) -> CouponEventStatus {
         Some((reason, message)) => set("SpecAccepted", false, reason, message),
         None => set("SpecAccepted", true, "Accepted", "the spec is being carried out"),
     }
+    set_standard_conditions(
+        conditions,
+        generation,
+        phase,
+        lost,
+        holds,
+        refusals.first().map(|(reason, _)| *reason),
+        now,
+    );
     status
+}
+
+/// `Progressing` and `Degraded` in the shape tools know from Deployments, so that
+/// `kubectl wait --for=condition=Progressing=false` (the round is done) and
+/// `--for=condition=Degraded=false` work: Progressing while a round moves toward
+/// Completed, Degraded while something needs a person (lost Redis state, a refused
+/// spec change, a failed event).
+fn set_standard_conditions(
+    conditions: &mut Vec<Condition>,
+    generation: Option<i64>,
+    phase: Phase,
+    lost: Option<&str>,
+    paused: bool,
+    refused: Option<&str>,
+    now: Timestamp,
+) {
+    let (progressing, reason) = match (phase, lost) {
+        (_, Some(_)) => (false, "RoundStateLost"),
+        (Phase::Warming | Phase::Live, _) if paused => (false, "Paused"),
+        (Phase::Warming, _) => (true, "Warming"),
+        (Phase::Live, _) => (true, "Live"),
+        (Phase::SoldOut, _) => (true, "SoldOut"),
+        (Phase::Draining, _) => (true, "Draining"),
+        (Phase::Scheduled, _) => (false, "WaitingForStart"),
+        (Phase::Completed, _) => (false, "RoundCompleted"),
+        (Phase::Failed, _) => (false, "Failed"),
+    };
+    set_condition(conditions, generation, PROGRESSING, progressing, reason, "the round moves toward Completed", now);
+    let degraded = match (phase, lost, refused) {
+        (_, Some(_), _) => Some("RoundStateLost"),
+        (Phase::Failed, _, _) => Some("Failed"),
+        (_, _, Some(reason)) => Some(reason),
+        _ => None,
+    };
+    let message = "something needs a person: see the other conditions and the Warning events";
+    set_condition(conditions, generation, DEGRADED, degraded.is_some(), degraded.unwrap_or("AsExpected"), message, now);
 }
 
 fn lost_message(reason: &str) -> String {
@@ -187,6 +248,7 @@ mod tests {
             observed,
             state: RoundState::Intact,
             refusals: &[],
+            paused: false,
             now: at(now),
         })
     }
@@ -256,12 +318,53 @@ mod tests {
             observed: Some(Observed { remaining: 10, issued: 0, persisted: 3, admitted: 0 }),
             state: RoundState::Lost("KeysGone"),
             refusals: &[],
+            paused: false,
             now: at(2),
         });
         assert_eq!((lost.phase, lost.issued, lost.persisted, lost.remaining), (Phase::Live, Some(4), Some(3), Some(6)));
         assert!(is_true(&lost, ROUND_STATE_LOST));
         assert!(lost.message.as_deref().is_some_and(|m| m.contains("KeysGone")));
         assert_eq!(lost.completed_at, None);
+    }
+
+    #[test]
+    fn progressing_and_degraded_follow_the_round() {
+        let p = plan(1, 0);
+        let scheduled = next(&CouponEventStatus::default(), &p, Phase::Scheduled, None, -10);
+        assert!(!is_true(&scheduled, PROGRESSING) && !is_true(&scheduled, DEGRADED));
+        let live = next(&scheduled, &p, Phase::Live, counts(5, 5, 5), 1);
+        assert!(is_true(&live, PROGRESSING) && !is_true(&live, DEGRADED));
+        let done = next(&live, &p, Phase::Completed, None, 9);
+        assert!(!is_true(&done, PROGRESSING) && !is_true(&done, DEGRADED));
+        let reason = |s: &CouponEventStatus, kind: &str| {
+            s.conditions.iter().find(|c| c.type_ == kind).map(|c| c.reason.clone()).unwrap_or_default()
+        };
+        assert_eq!(reason(&done, PROGRESSING), "RoundCompleted");
+        let lost = next_status(&Inputs {
+            generation: Some(1),
+            previous: &live,
+            plan: &p,
+            decision: Decision { phase: Phase::Live, requeue: COUNT_EVERY },
+            observed: None,
+            state: RoundState::Lost("KeysGone"),
+            refusals: &[],
+            paused: false,
+            now: at(2),
+        });
+        assert!(!is_true(&lost, PROGRESSING) && is_true(&lost, DEGRADED));
+        let paused = next_status(&Inputs {
+            generation: Some(2),
+            previous: &live,
+            plan: &p,
+            decision: Decision { phase: Phase::Live, requeue: COUNT_EVERY },
+            observed: counts(5, 5, 5),
+            state: RoundState::Intact,
+            refusals: &[],
+            paused: true,
+            now: at(3),
+        });
+        assert!(is_true(&paused, PAUSED) && !is_true(&paused, PROGRESSING) && !is_true(&paused, DEGRADED));
+        assert_eq!(reason(&paused, PROGRESSING), "Paused");
     }
 
     #[test]
