@@ -297,3 +297,46 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
         _ => false,
     }
 }
+
+/// One stored coupon, as the winners export shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CouponRecord {
+    pub user: String,
+    pub slot: u32,
+    pub seq: u32,
+    /// Admission time on the Redis clock (the message's), epoch milliseconds.
+    pub issued_at_ms: i64,
+    /// When the row was written, epoch milliseconds.
+    pub persisted_at_ms: i64,
+}
+
+/// The round's coupons in seq order, streamed from the server row by row (the
+/// `(event, round_no, seq)` unique key serves the order, so nothing is sorted or held
+/// in memory: a million rows cost what one does).
+pub fn stream_round_coupons<'a>(
+    pool: &'a MySqlPool,
+    round: &RoundId,
+) -> impl futures::Stream<Item = Result<CouponRecord, sqlx::Error>> + 'a {
+    use futures::StreamExt;
+    // The times go in and come out through the same session time zone (FROM_UNIXTIME
+    // on insert), so the epoch value is the one that was written.
+    sqlx::query(
+        "SELECT user_id, slot, seq, CAST(ROUND(UNIX_TIMESTAMP(issued_at) * 1000) AS SIGNED), \
+         CAST(ROUND(UNIX_TIMESTAMP(persisted_at) * 1000) AS SIGNED) \
+         FROM coupons WHERE event = ? AND round_no = ? ORDER BY seq",
+    )
+    .bind(round.event.to_string())
+    .bind(round.round)
+    .fetch(pool)
+    .map(|row| {
+        let row = row?;
+        let slot: u16 = row.try_get(1)?;
+        Ok(CouponRecord {
+            user: user_text(row.try_get(0)?),
+            slot: u32::from(slot),
+            seq: row.try_get(2)?,
+            issued_at_ms: row.try_get(3)?,
+            persisted_at_ms: row.try_get(4)?,
+        })
+    })
+}

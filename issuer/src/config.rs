@@ -48,6 +48,8 @@ pub enum Command {
     Reconcile(RoundArgs),
     /// Rebuild a round's Redis state after Redis lost it, from MySQL and the Kafka topic.
     Recover(RecoverArgs),
+    /// Write a round's winners (every stored coupon) to stdout as CSV or JSON lines.
+    Export(ExportArgs),
     /// Apply the MySQL schema migrations and exit.
     Migrate,
 }
@@ -159,6 +161,14 @@ pub struct PrewarmArgs {
     pub ends_at: Option<jiff::Timestamp>,
     #[arg(long, default_value = "kafka-async")]
     pub strategy: Strategy,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub round: RoundArgs,
+    #[arg(long, value_enum, default_value = "csv")]
+    pub format: crate::export::Format,
 }
 
 #[derive(Debug, Clone, Args)]

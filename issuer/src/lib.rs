@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod export;
 pub mod metrics;
 pub mod queue;
 pub mod response;

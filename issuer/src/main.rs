@@ -1,12 +1,12 @@
 //! `couponrush-issuer`: serve the API, or run an admin command (prewarm, reconcile,
-//! recover, migrate) against the same backends.
+//! recover, export, migrate) against the same backends.
 
 use clap::Parser;
 use couponrush_core::event::{EventId, RoundSpec};
 use couponrush_core::kafka::Publisher;
 use couponrush_core::redis_conn::RedisTarget;
 use couponrush_core::{db, prewarm, reconcile, shutdown, telemetry};
-use couponrush_issuer::config::{Backends, Cli, Command, PrewarmArgs, RecoverArgs, RoundArgs};
+use couponrush_issuer::config::{Backends, Cli, Command, ExportArgs, PrewarmArgs, RecoverArgs, RoundArgs};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -21,6 +21,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Prewarm(args) => prewarm_round(&backends, args).await,
         Command::Reconcile(args) => reconcile_round(&backends, args).await,
         Command::Recover(args) => recover_round(&backends, args).await,
+        Command::Export(args) => export_round(&backends, args).await,
         Command::Migrate => {
             db::migrate(&db::connect(&backends.database_url, 2).await?).await?;
             tracing::info!("schema is up to date");
@@ -76,5 +77,28 @@ async fn recover_round(backends: &Backends, args: RecoverArgs) -> anyhow::Result
         prewarm::recover_round(&mut redis, &pool, &backends.kafka_brokers, topic, &round, args.strategy, deadline)
             .await?;
     tracing::info!(%round, winners = done.winners, from_kafka_only = done.from_kafka_only, conflicts = done.conflicts, seq = done.seq, remaining = done.remaining, "round recovered");
+    Ok(())
+}
+
+async fn export_round(backends: &Backends, args: ExportArgs) -> anyhow::Result<()> {
+    let round = EventId::new(&args.round.namespace, &args.round.name)?.round(args.round.round);
+    let pool = db::connect(&backends.database_url, 1).await?;
+    let written = couponrush_issuer::export::write_round(&pool, &round, args.format, std::io::stdout().lock()).await?;
+    // Redis' winners, where the strategy keeps them, say whether every coupon is stored yet.
+    let stored_all = match RedisTarget::new(&backends.redis_url, backends.redis_cluster).connect().await {
+        Ok(mut redis) => {
+            let winners: Option<u64> =
+                redis::AsyncCommands::hlen(&mut redis, couponrush_core::keys::RoundKeys::new(&round).winners)
+                    .await
+                    .ok();
+            winners.is_none_or(|winners| winners <= written)
+        }
+        Err(_) => true,
+    };
+    let peak_rss_kib = couponrush_issuer::export::peak_rss_kib();
+    tracing::info!(%round, written, ?peak_rss_kib, "winners exported");
+    if !stored_all {
+        tracing::warn!(%round, written, "Redis holds more winners than MySQL: the round is still draining; export again once it is Completed");
+    }
     Ok(())
 }
