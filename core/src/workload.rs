@@ -44,8 +44,12 @@ pub mod env {
     pub const JWT_HS256_SECRET: &str = "JWT_HS256_SECRET";
     /// PEM public key file the issuer verifies bearer tokens with.
     pub const JWT_PUBLIC_KEY_FILE: &str = "JWT_PUBLIC_KEY_FILE";
+    /// `iss` claim the issuer requires.
+    pub const JWT_ISSUER: &str = "JWT_ISSUER";
     /// `aud` claim the issuer requires.
     pub const JWT_AUDIENCE: &str = "JWT_AUDIENCE";
+    /// Clock skew the issuer allows on `exp` and `nbf`.
+    pub const JWT_LEEWAY: &str = "JWT_LEEWAY";
     /// Load tests only: the issuer trusts the `X-User-Id` header.
     pub const TRUST_USER_HEADER: &str = "TRUST_USER_HEADER";
     /// MySQL connections of one issuer.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use couponrush_core::db;
 use couponrush_core::event::{RoundId, RoundSpec, Strategy};
 use couponrush_core::keys::RoundKeys;
-use couponrush_e2e::{Scope, token, wait_until};
+use couponrush_e2e::{Scope, token, token_with_claims, wait_until};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use redis::AsyncCommands;
@@ -161,6 +161,54 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() -> anyhow::Result<()> 
     assert_eq!(response.status().as_u16(), 201);
     let after = snapshot(&scope, &round).await?;
     assert_ne!(after.winners, before.winners);
+    issuer.stop().await
+}
+
+/// An issuer that requires an issuer and an audience (`JWT_ISSUER`, `JWT_AUDIENCE`)
+/// turns away a validly signed token minted for another audience, or for none, or by
+/// another issuer, with a 401 that says which claim failed, and nothing changes.
+#[tokio::test]
+async fn a_token_for_another_audience_gets_401_and_changes_nothing() -> anyhow::Result<()> {
+    let scope = Scope::new("audience").await?;
+    let round = scope.round("aud")?;
+    scope.prewarm(&round, Strategy::KafkaAsync, 10, Duration::ZERO).await?;
+    let config = couponrush_issuer::config::ServeConfig {
+        jwt_hs256_secret: Some(couponrush_e2e::JWT_SECRET.to_owned()),
+        jwt_issuer: Some("https://id.shop.example".to_owned()),
+        jwt_audience: Some("couponrush".to_owned()),
+        ..Default::default()
+    };
+    let issuer = scope.start_issuer_with(scope.backends(), config).await?;
+    let exp = couponrush_core::wall_clock_ms() / 1000 + 600;
+    let claims = |iss: Option<&str>, aud: Option<&str>| {
+        let mut claims = serde_json::json!({"sub": "u-aud", "exp": exp});
+        if let Some(iss) = iss {
+            claims["iss"] = iss.into();
+        }
+        if let Some(aud) = aud {
+            claims["aud"] = aud.into();
+        }
+        token_with_claims(&claims)
+    };
+    let ours = Some("https://id.shop.example");
+    let cases = [
+        ("another audience", claims(ours, Some("payments")), "token audience (aud) not accepted"),
+        ("no audience", claims(ours, None), "token has no aud claim, and an audience is required"),
+        ("another issuer", claims(Some("https://evil.example"), Some("couponrush")), "token issuer (iss) not accepted"),
+        ("no issuer", claims(None, Some("couponrush")), "token has no iss claim, and an issuer is required"),
+    ];
+    let before = snapshot(&scope, &round).await?;
+    let client = reqwest::Client::new();
+    for (what, token, why) in cases {
+        let response = client.post(issuer.issue_url(&round)).bearer_auth(token).send().await?;
+        assert_eq!(response.status().as_u16(), 401, "{what}");
+        let body: Value = response.json().await?;
+        assert_eq!((body["status"].as_str(), body["message"].as_str()), (Some("UNAUTHORIZED"), Some(why)), "{what}");
+    }
+    assert_eq!(snapshot(&scope, &round).await?, before, "a refused token changed a backend");
+    let right = claims(ours, Some("couponrush"));
+    let response = client.post(issuer.issue_url(&round)).bearer_auth(right).send().await?;
+    assert_eq!(response.status().as_u16(), 201, "the right iss and aud are admitted");
     issuer.stop().await
 }
 

@@ -91,9 +91,15 @@ pub struct ServeConfig {
     /// PEM public key (RSA for RS256, EC P-256 for ES256) for verifying bearer tokens.
     #[arg(long, env = env::JWT_PUBLIC_KEY_FILE)]
     pub jwt_public_key_file: Option<PathBuf>,
-    /// Required `aud` claim, if any.
+    /// Required `iss` claim, if any: tokens without it or with another are refused.
+    #[arg(long, env = env::JWT_ISSUER)]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim, if any: tokens without it or not naming it are refused.
     #[arg(long, env = env::JWT_AUDIENCE)]
     pub jwt_audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf` (whole seconds; at most 5m).
+    #[arg(long, env = env::JWT_LEEWAY, default_value = "30s", value_parser = parse_duration)]
+    pub jwt_leeway: Duration,
     /// LOAD TESTS ONLY: take the user id from the X-User-Id header without any proof.
     #[arg(long, env = env::TRUST_USER_HEADER)]
     pub trust_user_header: bool,
@@ -116,7 +122,9 @@ impl Default for ServeConfig {
             listen: ISSUER.local_listen(),
             jwt_hs256_secret: None,
             jwt_public_key_file: None,
+            jwt_issuer: None,
             jwt_audience: None,
+            jwt_leeway: Duration::from_secs(30),
             trust_user_header: false,
             database_max_connections: 32,
             lock_wait: Duration::from_secs(5),

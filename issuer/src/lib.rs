@@ -33,12 +33,7 @@ use crate::state::AppState;
 
 /// Connects the backends and builds the shared state; no background task yet.
 pub async fn build_state(backends: &Backends, config: &ServeConfig) -> anyhow::Result<(Arc<AppState>, Registry)> {
-    let auth = Authenticator::from_config(
-        config.jwt_hs256_secret.as_deref(),
-        config.jwt_public_key_file.as_deref(),
-        config.jwt_audience.as_deref(),
-        config.trust_user_header,
-    )?;
+    let auth = Authenticator::from_config(config)?;
     let target = RedisTarget::new(&backends.redis_url, backends.redis_cluster);
     let redis = target.connect().await?;
     // Lazy: kafka-async serves without MySQL; the pool connects on first use.
