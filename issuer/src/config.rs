@@ -103,6 +103,20 @@ pub struct ServeConfig {
     /// LOAD TESTS ONLY: take the user id from the X-User-Id header without any proof.
     #[arg(long, env = env::TRUST_USER_HEADER)]
     pub trust_user_header: bool,
+    /// How long a client may take to send a request's head: from the connection's
+    /// accept, or from the first byte after an idle spell.
+    #[arg(long, env = env::HTTP_HEADER_TIMEOUT, default_value = "5s", value_parser = parse_duration)]
+    pub http_header_timeout: Duration,
+    /// How long a client may take to send a request's body, once its head is in.
+    #[arg(long, env = env::HTTP_BODY_TIMEOUT, default_value = "5s", value_parser = parse_duration)]
+    pub http_body_timeout: Duration,
+    /// How long a keep-alive connection may sit idle between requests (above the 60 s
+    /// of common load balancers, so that they close first).
+    #[arg(long, env = env::HTTP_IDLE_TIMEOUT, default_value = "75s", value_parser = parse_duration)]
+    pub http_idle_timeout: Duration,
+    /// Connections open at once; further ones wait in the listen backlog.
+    #[arg(long, env = env::HTTP_MAX_CONNECTIONS, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_connections: u32,
     /// MySQL connections of this process (synchronous strategies hold one per request).
     #[arg(long, env = env::DATABASE_MAX_CONNECTIONS, default_value_t = 32)]
     pub database_max_connections: u32,
@@ -126,6 +140,10 @@ impl Default for ServeConfig {
             jwt_audience: None,
             jwt_leeway: Duration::from_secs(30),
             trust_user_header: false,
+            http_header_timeout: Duration::from_secs(5),
+            http_body_timeout: Duration::from_secs(5),
+            http_idle_timeout: Duration::from_secs(75),
+            http_max_connections: 4096,
             database_max_connections: 32,
             lock_wait: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod http;
 pub mod metrics;
 pub mod queue;
 pub mod response;
@@ -20,7 +21,7 @@ pub mod strategies;
 use std::sync::Arc;
 
 use couponrush_core::kafka::Publisher;
-use couponrush_core::ops::{self, Ops};
+use couponrush_core::ops::Ops;
 use couponrush_core::redis_conn::RedisTarget;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
@@ -52,6 +53,7 @@ pub async fn build_state(backends: &Backends, config: &ServeConfig) -> anyhow::R
         publisher,
         metrics,
         lock_wait: config.lock_wait,
+        body_timeout: config.http_body_timeout,
         admissions: Arc::default(),
     };
     Ok((Arc::new(state), registry))
@@ -77,7 +79,12 @@ pub async fn run(
     let router = api::app(state.clone()).merge(ops.router());
     ops.set_ready(true);
 
-    let serve = ops::serve(listener, router, shutdown.clone());
+    let limits = http::Limits {
+        header_timeout: config.http_header_timeout,
+        idle_timeout: config.http_idle_timeout,
+        max_connections: config.http_max_connections,
+    };
+    let serve = http::serve(listener, router, limits, state.metrics.http.clone(), shutdown.clone());
     let served = tokio::select! {
         served = serve => served,
         // Bound the drain: past the grace period in-flight requests are cut.
