@@ -44,10 +44,22 @@ pub mod env {
     pub const JWT_HS256_SECRET: &str = "JWT_HS256_SECRET";
     /// PEM public key file the issuer verifies bearer tokens with.
     pub const JWT_PUBLIC_KEY_FILE: &str = "JWT_PUBLIC_KEY_FILE";
+    /// `iss` claim the issuer requires.
+    pub const JWT_ISSUER: &str = "JWT_ISSUER";
     /// `aud` claim the issuer requires.
     pub const JWT_AUDIENCE: &str = "JWT_AUDIENCE";
+    /// Clock skew the issuer allows on `exp` and `nbf`.
+    pub const JWT_LEEWAY: &str = "JWT_LEEWAY";
     /// Load tests only: the issuer trusts the `X-User-Id` header.
     pub const TRUST_USER_HEADER: &str = "TRUST_USER_HEADER";
+    /// How long a client may take to send a request head to the issuer.
+    pub const HTTP_HEADER_TIMEOUT: &str = "HTTP_HEADER_TIMEOUT";
+    /// How long a client may take to send a request body to the issuer.
+    pub const HTTP_BODY_TIMEOUT: &str = "HTTP_BODY_TIMEOUT";
+    /// How long an issuer keeps an idle keep-alive connection.
+    pub const HTTP_IDLE_TIMEOUT: &str = "HTTP_IDLE_TIMEOUT";
+    /// Connections one issuer keeps open at once.
+    pub const HTTP_MAX_CONNECTIONS: &str = "HTTP_MAX_CONNECTIONS";
     /// MySQL connections of one issuer.
     pub const DATABASE_MAX_CONNECTIONS: &str = "DATABASE_MAX_CONNECTIONS";
     /// How long a request waits for the redis-lock strategy's lock.

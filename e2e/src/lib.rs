@@ -314,3 +314,13 @@ pub fn token_signed_with(secret: &str, user: &str, ttl: Duration) -> String {
     )
     .unwrap_or_default()
 }
+
+/// An HS256 JWT with exactly `claims`, signed with [`JWT_SECRET`].
+pub fn token_with_claims(claims: &serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap_or_default()
+}

@@ -2,13 +2,14 @@
 //! event's public state, plus JSON answers for unknown routes and wrong methods.
 //! Bad input is turned away before any backend is asked.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use couponrush_core::admission::Admission;
@@ -50,14 +51,34 @@ struct IssueRequest {
     request_id: Option<String>,
 }
 
-fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<Option<IssueRequest>, Reply> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Reply::TooLarge
-        } else {
-            Reply::BadRequest(rejection.body_text())
-        }
-    })?;
+/// The request body, read within the body timeout: a client that sends its head and
+/// then trickles the body (or never sends it) gets a 408 and its connection closed,
+/// instead of holding this request open. A body already received costs no timer.
+struct TimedBody(Result<Bytes, Reply>);
+
+impl FromRequest<Arc<AppState>> for TimedBody {
+    type Rejection = Infallible;
+
+    async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, Infallible> {
+        let read = Bytes::from_request(request, state);
+        Ok(TimedBody(match tokio::time::timeout(state.body_timeout, read).await {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(rejection)) => Err(body_rejected(&rejection)),
+            Err(_) => Err(Reply::BodyTimeout),
+        }))
+    }
+}
+
+fn body_rejected(rejection: &BytesRejection) -> Reply {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Reply::TooLarge
+    } else {
+        Reply::BadRequest(rejection.body_text())
+    }
+}
+
+fn parse_body(body: Result<Bytes, Reply>) -> Result<Option<IssueRequest>, Reply> {
+    let body = body?;
     let body = body.trim_ascii();
     if body.is_empty() {
         return Ok(None);
@@ -107,7 +128,7 @@ async fn issue(
     State(state): State<Arc<AppState>>,
     Path((namespace, name)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    TimedBody(body): TimedBody,
 ) -> Reply {
     let started = Instant::now();
     let (reply, strategy) = decide(&state, &namespace, &name, &headers, body).await;
@@ -122,7 +143,7 @@ async fn decide(
     namespace: &str,
     name: &str,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<Bytes, Reply>,
 ) -> (Reply, Option<Strategy>) {
     let event = event_id(namespace, name);
     // A sold-out round is public knowledge (its state is on GET /api/v1/events/...), and

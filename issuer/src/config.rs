@@ -93,12 +93,32 @@ pub struct ServeConfig {
     /// PEM public key (RSA for RS256, EC P-256 for ES256) for verifying bearer tokens.
     #[arg(long, env = env::JWT_PUBLIC_KEY_FILE)]
     pub jwt_public_key_file: Option<PathBuf>,
-    /// Required `aud` claim, if any.
+    /// Required `iss` claim, if any: tokens without it or with another are refused.
+    #[arg(long, env = env::JWT_ISSUER)]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim, if any: tokens without it or not naming it are refused.
     #[arg(long, env = env::JWT_AUDIENCE)]
     pub jwt_audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf` (whole seconds; at most 5m).
+    #[arg(long, env = env::JWT_LEEWAY, default_value = "30s", value_parser = parse_duration)]
+    pub jwt_leeway: Duration,
     /// LOAD TESTS ONLY: take the user id from the X-User-Id header without any proof.
     #[arg(long, env = env::TRUST_USER_HEADER)]
     pub trust_user_header: bool,
+    /// How long a client may take to send a request's head: from the connection's
+    /// accept, or from the first byte after an idle spell.
+    #[arg(long, env = env::HTTP_HEADER_TIMEOUT, default_value = "5s", value_parser = parse_duration)]
+    pub http_header_timeout: Duration,
+    /// How long a client may take to send a request's body, once its head is in.
+    #[arg(long, env = env::HTTP_BODY_TIMEOUT, default_value = "5s", value_parser = parse_duration)]
+    pub http_body_timeout: Duration,
+    /// How long a keep-alive connection may sit idle between requests (above the 60 s
+    /// of common load balancers, so that they close first).
+    #[arg(long, env = env::HTTP_IDLE_TIMEOUT, default_value = "75s", value_parser = parse_duration)]
+    pub http_idle_timeout: Duration,
+    /// Connections open at once; further ones wait in the listen backlog.
+    #[arg(long, env = env::HTTP_MAX_CONNECTIONS, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_connections: u32,
     /// MySQL connections of this process (synchronous strategies hold one per request).
     #[arg(long, env = env::DATABASE_MAX_CONNECTIONS, default_value_t = 32)]
     pub database_max_connections: u32,
@@ -118,8 +138,14 @@ impl Default for ServeConfig {
             listen: ISSUER.local_listen(),
             jwt_hs256_secret: None,
             jwt_public_key_file: None,
+            jwt_issuer: None,
             jwt_audience: None,
+            jwt_leeway: Duration::from_secs(30),
             trust_user_header: false,
+            http_header_timeout: Duration::from_secs(5),
+            http_body_timeout: Duration::from_secs(5),
+            http_idle_timeout: Duration::from_secs(75),
+            http_max_connections: 4096,
             database_max_connections: 32,
             lock_wait: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),

@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod export;
+pub mod http;
 pub mod metrics;
 pub mod queue;
 pub mod response;
@@ -21,7 +22,7 @@ pub mod strategies;
 use std::sync::Arc;
 
 use couponrush_core::kafka::Publisher;
-use couponrush_core::ops::{self, Ops};
+use couponrush_core::ops::Ops;
 use couponrush_core::redis_conn::RedisTarget;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
@@ -34,12 +35,7 @@ use crate::state::AppState;
 
 /// Connects the backends and builds the shared state; no background task yet.
 pub async fn build_state(backends: &Backends, config: &ServeConfig) -> anyhow::Result<(Arc<AppState>, Registry)> {
-    let auth = Authenticator::from_config(
-        config.jwt_hs256_secret.as_deref(),
-        config.jwt_public_key_file.as_deref(),
-        config.jwt_audience.as_deref(),
-        config.trust_user_header,
-    )?;
+    let auth = Authenticator::from_config(config)?;
     let target = RedisTarget::new(&backends.redis_url, backends.redis_cluster);
     let redis = target.connect().await?;
     // Lazy: kafka-async serves without MySQL; the pool connects on first use.
@@ -58,6 +54,7 @@ pub async fn build_state(backends: &Backends, config: &ServeConfig) -> anyhow::R
         publisher,
         metrics,
         lock_wait: config.lock_wait,
+        body_timeout: config.http_body_timeout,
         admissions: Arc::default(),
     };
     Ok((Arc::new(state), registry))
@@ -83,7 +80,12 @@ pub async fn run(
     let router = api::app(state.clone()).merge(ops.router());
     ops.set_ready(true);
 
-    let serve = ops::serve(listener, router, shutdown.clone());
+    let limits = http::Limits {
+        header_timeout: config.http_header_timeout,
+        idle_timeout: config.http_idle_timeout,
+        max_connections: config.http_max_connections,
+    };
+    let serve = http::serve(listener, router, limits, state.metrics.http.clone(), shutdown.clone());
     let served = tokio::select! {
         served = serve => served,
         // Bound the drain: past the grace period in-flight requests are cut.

@@ -23,6 +23,7 @@ pub struct Metrics {
     pub answers: Family<AnswerLabels, Counter>,
     pub backend_errors: Family<ErrorLabels, Counter>,
     pub admission_seconds: Family<AnswerLabels, Histogram>,
+    pub http: crate::http::HttpMetrics,
 }
 
 impl Metrics {
@@ -31,6 +32,7 @@ impl Metrics {
             answers: Family::default(),
             backend_errors: Family::default(),
             admission_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_05, 2.0, 16))),
+            http: crate::http::HttpMetrics::register(registry),
         };
         registry.register(
             "couponrush_issuer_answers",

@@ -29,6 +29,8 @@ pub enum Reply {
     Unauthorized(&'static str),
     BadRequest(String),
     TooLarge,
+    /// The body did not arrive within the body timeout; the connection is closed.
+    BodyTimeout,
     NotFound,
     MethodNotAllowed,
     /// A backend did not answer; nothing was admitted.
@@ -106,6 +108,7 @@ impl Reply {
             Reply::Unauthorized(_) => "UNAUTHORIZED",
             Reply::BadRequest(_) => "BAD_REQUEST",
             Reply::TooLarge => "TOO_LARGE",
+            Reply::BodyTimeout => "REQUEST_TIMEOUT",
             Reply::NotFound => "NOT_FOUND",
             Reply::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Reply::Unavailable | Reply::RoundPaused => "UNAVAILABLE",
@@ -129,6 +132,7 @@ impl Reply {
             Reply::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Reply::BadRequest(_) => StatusCode::BAD_REQUEST,
             Reply::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Reply::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Reply::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Reply::Unavailable | Reply::OutcomeUnknown | Reply::RoundPaused | Reply::Paused => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -170,6 +174,7 @@ impl Reply {
                 Body { status, message: "bad request", detail: Some(detail), ..Body::default() }
             }
             Reply::TooLarge => Body { status, message: "request body too large", ..Body::default() },
+            Reply::BodyTimeout => Body { status, message: "the request body arrived too slowly", ..Body::default() },
             Reply::NotFound => Body { status, message: "no such resource", ..Body::default() },
             Reply::MethodNotAllowed => {
                 Body { status, message: "method not allowed on this resource", ..Body::default() }
@@ -218,6 +223,8 @@ impl IntoResponse for Reply {
             Reply::Unavailable | Reply::OutcomeUnknown => Some((header::RETRY_AFTER, HeaderValue::from_static("1"))),
             Reply::RoundPaused | Reply::Paused => Some((header::RETRY_AFTER, HeaderValue::from_static("5"))),
             Reply::Unauthorized(_) => Some((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))),
+            // The rest of the body may still trickle in: hyper closes after this answer.
+            Reply::BodyTimeout => Some((header::CONNECTION, HeaderValue::from_static("close"))),
             _ => None,
         };
         let mut response = match self {

@@ -21,6 +21,8 @@ pub struct AppState {
     pub publisher: Publisher,
     pub metrics: Metrics,
     pub lock_wait: Duration,
+    /// How long a request's body may take to arrive (`api`).
+    pub body_timeout: Duration,
     /// Admissions running detached from their request (see `api::issue`); shutdown
     /// waits for them before it flushes Kafka.
     pub admissions: Arc<InFlight>,

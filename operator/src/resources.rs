@@ -226,6 +226,12 @@ pub fn issuer_deployment(ce: &CouponEvent, inputs: &WorkloadInputs) -> Deploymen
         (env::LISTEN, workload::ISSUER.pod_listen().to_string()),
         (env::KAFKA_TOPIC, inputs.topic.clone()),
         (env::LOG_JSON, "true".to_owned()),
+        // The backends Secret arrives as `envFrom`, and whoever may edit it must not be
+        // able to switch token checks off: a variable in `env` wins over the same name
+        // from `envFrom`, so a TRUST_USER_HEADER key in the Secret is overridden here.
+        // (The other JWT keys can only tighten the checks, or stop the issuer from
+        // starting: a JWT_LEEWAY above its 5-minute limit is refused at start-up.)
+        (env::TRUST_USER_HEADER, "false".to_owned()),
     ]);
     deployment(
         ce,
@@ -368,11 +374,18 @@ mod tests {
     /// The container's command line and environment, as the kubelet starts it: the
     /// Secret's keys (`envFrom`) first, then `env` on top; a `valueFrom` becomes a sample.
     fn start_up(container: &Container) -> (Vec<String>, BTreeMap<String, String>) {
+        start_up_with(container, &example_secret())
+    }
+
+    fn start_up_with(
+        container: &Container,
+        secret: &BTreeMap<String, String>,
+    ) -> (Vec<String>, BTreeMap<String, String>) {
         let argv = container.command.iter().flatten().chain(container.args.iter().flatten()).cloned().collect();
         let mut env = BTreeMap::new();
         for from in container.env_from.iter().flatten() {
             assert!(from.secret_ref.is_some(), "only Secrets are expected in envFrom: {from:?}");
-            env.extend(example_secret());
+            env.extend(secret.clone());
         }
         for var in container.env.iter().flatten() {
             let value = var.value.clone().unwrap_or_else(|| format!("sample-{}", var.name.to_lowercase()));
@@ -384,7 +397,11 @@ mod tests {
     /// Parses the container's start-up with its binary's own parser, in a child process
     /// whose environment is exactly the container's (see [`child_parses`]).
     fn parse(container: &Container) -> serde_json::Value {
-        let (argv, env) = start_up(container);
+        parse_with(container, &example_secret())
+    }
+
+    fn parse_with(container: &Container, secret: &BTreeMap<String, String>) -> serde_json::Value {
+        let (argv, env) = start_up_with(container, secret);
         let vars = env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         let parsed = testing::parse_in_child("resources::tests::child_parses", &argv, vars);
         serde_json::from_str(&parsed).expect("the child's JSON")
@@ -407,6 +424,11 @@ mod tests {
                 "kafka_brokers": backends.kafka_brokers,
                 "kafka_topic": backends.kafka_topic,
                 "jwt_hs256_secret": serve.jwt_hs256_secret,
+                "trust_user_header": serve.trust_user_header,
+                "verifies_tokens": matches!(
+                    couponrush_issuer::auth::Authenticator::from_config(&serve),
+                    Ok(couponrush_issuer::auth::Authenticator::Jwt(_))
+                ),
                 "log_json": log_json,
             })
         } else if binary == workload::CONSUMER.binary {
@@ -462,6 +484,24 @@ mod tests {
         assert_eq!(parsed["listen"], "0.0.0.0:8080");
         let reads = env_names(&couponrush_issuer::config::Cli::command());
         assert_port_probes_and_names(container, &parsed, &reads);
+    }
+
+    /// Whoever can edit the backends Secret cannot switch the issuer's token checks off:
+    /// TRUST_USER_HEADER in the Secret is overridden by the Deployment's own `env`, and a
+    /// leeway that would make `exp` meaningless stops the issuer from starting at all.
+    #[test]
+    fn the_backends_secret_cannot_switch_token_checks_off() {
+        let deployment = issuer_deployment(&event(), &inputs());
+        let container = &pod(&deployment).containers[0];
+        let mut secret = example_secret();
+        secret.insert("TRUST_USER_HEADER".to_owned(), "true".to_owned());
+        let parsed = parse_with(container, &secret);
+        assert_eq!(parsed["trust_user_header"], false, "{parsed}");
+        assert_eq!(parsed["verifies_tokens"], true, "{parsed}");
+
+        secret.insert("JWT_LEEWAY".to_owned(), "100000s".to_owned());
+        let parsed = parse_with(container, &secret);
+        assert_eq!(parsed["verifies_tokens"], false, "the issuer must refuse to start: {parsed}");
     }
 
     #[test]
