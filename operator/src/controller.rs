@@ -417,6 +417,7 @@ async fn apply_pass(ce: &CouponEvent, context: &Context) -> Result<Duration, Err
     for (reason, message) in &refusals {
         publish(context, ce, EventType::Warning, reason, Some(message.clone())).await;
     }
+    context.metrics.events.record(&namespace, &name, ce.spec.stock, &status, ce.spec.paused);
     write_status(ce, context, &previous, status).await?;
     // Completed is on record before anything is removed: a pass that finds the keys gone
     // then knows why (and a failed teardown is retried by the next pass).
@@ -675,5 +676,6 @@ async fn cleanup(ce: &CouponEvent, context: &Context) -> Result<Action, Error> {
         }
     }
     publish(context, ce, EventType::Normal, "Deleted", Some("workloads and round keys removed".to_owned())).await;
+    context.metrics.events.forget(&namespace, &name);
     Ok(Action::await_change())
 }
