@@ -151,7 +151,7 @@ $kubectl -n "$ns" create secret generic couponrush-backends --dry-run=client -o 
 if [ "$provider" = local ]; then
   # The chart's operator pod is a kwok fake; the real operator runs here, elected
   # through the same Lease as any replica.
-  LISTEN=127.0.0.1:0 LEADER_ELECTION_NAMESPACE=$release_ns POD_NAME=scenario-operator \
+  LISTEN=127.0.0.1:18170 LEADER_ELECTION_NAMESPACE=$release_ns POD_NAME=scenario-operator \
     ISSUER_IMAGE=couponrush:e2e CONSUMER_IMAGE=couponrush:e2e RUST_LOG=warn \
     "$bin/couponrush-operator" >"$state/operator.log" 2>&1 &
   pids+=($!)
@@ -289,6 +289,16 @@ done
 echo
 $kubectl -n "$ns" get couponevents
 echo
+if [ "$provider" = local ]; then
+  # What the three binaries expose after a whole round, for monitoring/test.sh: every
+  # series the alerts and the dashboard name must be among them.
+  mkdir -p "$state/metrics"
+  for target in operator=18170 issuer=18180 consumer=18190; do
+    curl -fsS "http://127.0.0.1:${target#*=}/metrics" >"$state/metrics/${target%=*}.txt" \
+      || fail "no /metrics from the ${target%=*}"
+  done
+  say "metrics of operator, issuer and consumer saved in $state/metrics"
+fi
 
 # The event is the record; deleting it (the finalizer runs while the operator does)
 # and uninstalling must leave nothing of couponrush but the CRD.

@@ -63,6 +63,7 @@ step "toolchain: rustfmt, clippy" rustup component add rustfmt clippy
 step "backends: Redis, MariaDB, Kafka, Redis Cluster" e2e/backends.sh up redis mysql kafka redis-cluster
 # Kubernetes from Go modules, cached by version outside the repo (cold: ~15 min).
 step "control plane: build (cached)" e2e/cluster/build.sh
+step "monitoring: promtool (cached)" e2e/cluster/build.sh promtool
 step "control plane: start (kwok nodes)" e2e/cluster/cluster.sh up
 eval "$(e2e/cluster/cluster.sh env)"
 step "format: cargo fmt --check" cargo fmt --all --check
@@ -79,6 +80,7 @@ step "tier 2: k6 smoke scenario against a local issuer" e2e/smoke.sh
 step "tier 3: operator on a real control plane" cargo test -p couponrush-e2e --test operator -- --test-threads=1
 step "tier 3: Helm chart (lint, server dry-run)" charts/couponrush/test.sh
 step "tier 3: end-to-end scenario (helm, seed event, spike, uninstall)" e2e/scenario.sh local
+step "tier 3: alerts and dashboard (promtool; names against the scenario's /metrics)" monitoring/test.sh
 
 # Tier 4 runs on its own node; the kwok cluster and the loopback backends this run started
 # are done by now and give their memory and CPU back.

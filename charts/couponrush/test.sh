@@ -84,7 +84,8 @@ head_ "2. helm lint"
 expect_ok "helm lint" "$HELM" lint "$CHART"
 expect_ok "helm lint --strict" "$HELM" lint --strict "$CHART"
 expect_ok "helm lint --strict (all options on)" "$HELM" lint --strict "$CHART" \
-  --set operator.replicas=2 --set serviceMonitor.enabled=true --set networkPolicy.enabled=true
+  --set operator.replicas=2 --set serviceMonitor.enabled=true --set networkPolicy.enabled=true \
+  --set monitoring.prometheusRule.enabled=true --set monitoring.dashboard.enabled=true --set monitoring.podMonitor.enabled=true
 
 head_ "3. helm template renders"
 # render_check NAME WANT-KINDS HELM-TEMPLATE-ARGS...: renders, and lists the kinds (sorted).
@@ -102,6 +103,15 @@ render_check "helm template (defaults)" "$base"
 render_check "helm template (ServiceMonitor and NetworkPolicy on)" \
   "ClusterRole ClusterRoleBinding Deployment NetworkPolicy Role RoleBinding Service ServiceAccount ServiceMonitor" \
   --set serviceMonitor.enabled=true --set networkPolicy.enabled=true
+render_check "helm template (alerts, dashboard and PodMonitor on)" \
+  "ClusterRole ClusterRoleBinding ConfigMap Deployment PodMonitor PrometheusRule Role RoleBinding Service ServiceAccount" \
+  --set monitoring.prometheusRule.enabled=true --set monitoring.dashboard.enabled=true --set monitoring.podMonitor.enabled=true
+# The PrometheusRule carries every alert of files/alerts.yaml, the ConfigMap the dashboard.
+alerts_in_file=$(grep -c '^      - alert: ' "$CHART/files/alerts.yaml")
+alerts_rendered=$(grep -c '^ *- alert: ' <<<"$out")
+if [[ "$alerts_in_file" -gt 0 && "$alerts_rendered" == "$alerts_in_file" ]]; then ok "PrometheusRule has all $alerts_in_file alerts"
+else bad "PrometheusRule has $alerts_rendered alerts, files/alerts.yaml $alerts_in_file"; fi
+if grep -q '"uid": "couponrush-event"' <<<"$out"; then ok "dashboard ConfigMap rendered"; else bad "dashboard ConfigMap missing"; fi
 render_check "helm template (2 replicas)" "$base" --set operator.replicas=2
 if grep -qx '  replicas: 2' <<<"$out"; then ok "operator.replicas=2 gives a Deployment of 2"; else bad "operator.replicas=2 not rendered"; fi
 

@@ -6,6 +6,8 @@
 #   e2e/cluster/build.sh k8s            kube-apiserver, kube-controller-manager, kube-scheduler,
 #                                       kubectl, etcd, kwok, kwokctl
 #   e2e/cluster/build.sh tools          helm, k6
+#   e2e/cluster/build.sh promtool       Prometheus' promtool (monitoring/test.sh)
+#   e2e/cluster/build.sh print-promtool the path of promtool
 #   e2e/cluster/build.sh node           kubelet, kube-proxy, coredns, pause (the real-pods node,
 #                                       e2e/pods/node.sh)
 #   e2e/cluster/build.sh print-bin-dir  the bin dir of the cluster binaries
@@ -18,6 +20,7 @@
 #   ${XDG_CACHE_HOME:-~/.cache}/couponrush/k8s-v<K8S>/bin/{kube-apiserver,kube-controller-manager,
 #        kube-scheduler,kubectl,etcd,kwok,kwokctl,kubelet,kube-proxy,coredns,pause}
 #   ${XDG_CACHE_HOME:-~/.cache}/couponrush/tools-helm-v<H>-k6-v<K>/bin/{helm,k6}
+#   ${XDG_CACHE_HOME:-~/.cache}/couponrush/prometheus-v<P>/bin/promtool
 # Go's own module/build caches (GOMODCACHE, GOCACHE) are the default ones, also outside the repo.
 #
 # Versions: Kubernetes (and pause, one C file of its module) comes from e2e/cluster/k8s/go.mod (k8s.io/kubernetes + a replace of
@@ -47,11 +50,14 @@ ETCD_VERSION="$(modver "$HERE/etcd/go.mod" go.etcd.io/etcd/server/v3)"          
 KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 K6_VERSION="${K6_VERSION:-v1.8.1}"
+# Prometheus 3.x publishes its Go module as v0.3xx (v0.316.0 = Prometheus 3.16).
+PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-v0.316.0}"
 BUILD_NICE="${BUILD_NICE:-10}"
 
 CACHE_ROOT="${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/couponrush"
 BIN_DIR="$CACHE_ROOT/k8s-$K8S_VERSION/bin"
 TOOLS_DIR="$CACHE_ROOT/tools-helm-$HELM_VERSION-k6-$K6_VERSION/bin"
+PROMETHEUS_DIR="$CACHE_ROOT/prometheus-$PROMETHEUS_VERSION/bin"
 
 K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok kwokctl)
 TOOL_BINS=(helm k6)
@@ -69,9 +75,10 @@ version_of() { # the version a binary of the given name is built at
     kwok|kwokctl) echo "$KWOK_VERSION" ;;
     helm) echo "$HELM_VERSION" ;;
     k6) echo "$K6_VERSION" ;;
+    promtool) echo "$PROMETHEUS_VERSION" ;;
   esac
 }
-dir_of() { case "$1" in helm|k6) echo "$TOOLS_DIR" ;; *) echo "$BIN_DIR" ;; esac; }
+dir_of() { case "$1" in helm|k6) echo "$TOOLS_DIR" ;; promtool) echo "$PROMETHEUS_DIR" ;; *) echo "$BIN_DIR" ;; esac; }
 
 # A binary counts as built when it exists and its stamp file names the wanted version (the
 # cache dir is keyed by the k8s / tool versions; the stamp also covers etcd and kwok).
@@ -233,6 +240,11 @@ main() {
       printf '%-24s %-9s %5ds\n' total "" "$((SECONDS - T0))" >&2
       report
       ;;
+    promtool)
+      command -v go >/dev/null || die "go is not on PATH"
+      goinstall promtool "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION" "-s -w"
+      ;;
+    print-promtool) echo "$PROMETHEUS_DIR/promtool" ;;
     print-bin-dir) echo "$BIN_DIR" ;;
     print-tools-dir) echo "$TOOLS_DIR" ;;
     versions) report ;;
