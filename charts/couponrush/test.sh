@@ -8,7 +8,8 @@
 # What it checks:
 #   1. crds/couponevent.yaml of the chart is a byte copy of the repository's crds/couponevent.yaml
 #   2. helm lint and helm lint --strict pass
-#   3. helm template renders (defaults, and with every optional part switched on)
+#   3. helm template renders (defaults, and with every optional part switched on); with
+#      watchNamespaces, a Role and RoleBinding per watched namespace and no ClusterRole
 #   4. values.schema.json rejects bad values (wrong types, out of range, unknown keys)
 #   5. the CRD applies; the rendered chart passes `kubectl apply --dry-run=server` in
 #      namespace couponrush-system, with no warning (the namespace warns on anything
@@ -114,6 +115,26 @@ else bad "PrometheusRule has $alerts_rendered alerts, files/alerts.yaml $alerts_
 if grep -q '"uid": "couponrush-event"' <<<"$out"; then ok "dashboard ConfigMap rendered"; else bad "dashboard ConfigMap missing"; fi
 render_check "helm template (2 replicas)" "$base" --set operator.replicas=2
 if grep -qx '  replicas: 2' <<<"$out"; then ok "operator.replicas=2 gives a Deployment of 2"; else bad "operator.replicas=2 not rendered"; fi
+# watchNamespaces: the cluster-wide grants become one Role (and binding) per watched
+# namespace; the leader-election Role stays in the release namespace.
+render_check "helm template (watchNamespaces={marketing,shop})" \
+  "Deployment Role Role Role RoleBinding RoleBinding RoleBinding Service ServiceAccount" \
+  --set 'watchNamespaces={marketing,shop}'
+role_namespaces="$(awk '/^kind: Role$/ {role = 1} /^kind: / && !/^kind: Role$/ {role = 0}
+  role && /^  namespace: / {print $2}' <<<"$out" | sort | tr '\n' ' ')"
+echo "    | Roles in: $role_namespaces"
+if [[ "$role_namespaces" == "$NS marketing shop " ]]; then
+  ok "a Role in each watched namespace and the Lease's in $NS"
+else
+  bad "Roles in the wrong namespaces (wanted: $NS marketing shop)"
+fi
+if grep -A1 -x '            - name: WATCH_NAMESPACES' <<<"$out" | grep -qx '              value: "marketing,shop"'; then
+  ok "the operator is told WATCH_NAMESPACES=marketing,shop"
+else
+  bad "WATCH_NAMESPACES not rendered as marketing,shop"
+fi
+render_check "helm template (defaults) has no WATCH_NAMESPACES" "$base"
+if grep -q 'WATCH_NAMESPACES' <<<"$out"; then bad "WATCH_NAMESPACES set with watchNamespaces empty"; else ok "no WATCH_NAMESPACES by default (every namespace)"; fi
 
 head_ "4. values.schema.json rejects bad values"
 # schema_rejects NAME MESSAGE --set ...: helm must refuse the values with the schema's MESSAGE.
@@ -134,6 +155,9 @@ schema_rejects "operator.image.repository=42 (a number) rejected" "at '/operator
 schema_rejects "serviceMonitor.enabled=yes (a string) rejected" "at '/serviceMonitor/enabled': got string, want boolean" --set serviceMonitor.enabled=yes
 schema_rejects "operator.image.pullPolicy=Sometimes rejected" "at '/operator/image/pullPolicy': value must be one of" --set operator.image.pullPolicy=Sometimes
 schema_rejects "unknown top-level key rejected" "additional properties 'replicas' not allowed" --set replicas=2
+schema_rejects "watchNamespaces=marketing (a string) rejected" "at '/watchNamespaces': got string, want array" --set watchNamespaces=marketing
+schema_rejects "watchNamespaces={Marketing} (not a namespace name) rejected" "at '/watchNamespaces/0': 'Marketing' does not match pattern" --set 'watchNamespaces={Marketing}'
+schema_rejects "watchNamespaces={shop,shop} rejected" "at '/watchNamespaces': items at 0 and 1 are equal" --set 'watchNamespaces={shop,shop}'
 
 head_ "5. the CRD and the rendered chart against the API server ($NS)"
 expect_ok "API server ready" "$KUBECTL" get --raw /readyz
@@ -163,6 +187,15 @@ if run bash -c "set -o pipefail; $(declare -f apply_dry_run_no_warnings); KUBECT
   ok "rendered chart (2 replicas, NetworkPolicy) accepted by the API server, no warnings"
 else
   bad "rendered chart (2 replicas, NetworkPolicy) against the API server"
+fi
+
+echo "  \$ helm template ... --set watchNamespaces={$EVENTS_NS} | kubectl apply --dry-run=server -f -"
+if run bash -c "set -o pipefail; $(declare -f apply_dry_run_no_warnings); KUBECTL='$KUBECTL';
+    '$HELM' template '$RELEASE' '$CHART' --namespace '$NS' --set 'watchNamespaces={$EVENTS_NS}' \
+      | apply_dry_run_no_warnings"; then
+  ok "rendered chart (watchNamespaces={$EVENTS_NS}) accepted by the API server, no warnings"
+else
+  bad "rendered chart (watchNamespaces={$EVENTS_NS}) against the API server"
 fi
 
 head_ "6. examples/ against the API server ($EVENTS_NS)"

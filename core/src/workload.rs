@@ -86,6 +86,8 @@ pub mod env {
     pub const POD_NAME: &str = "POD_NAME";
     /// How long a leader's Lease stays valid without renewal.
     pub const LEASE_DURATION: &str = "LEASE_DURATION";
+    /// Comma-separated namespaces the operator watches; unset or empty: all of them.
+    pub const WATCH_NAMESPACES: &str = "WATCH_NAMESPACES";
 }
 
 /// Keys of an event's backends Secret. The workloads get the Secret as environment

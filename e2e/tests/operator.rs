@@ -129,6 +129,7 @@ async fn start_operator_with_clock(namespace: &str, identity: &str, clock: Clock
         leader_election_lease: "couponrush-operator".into(),
         identity: identity.to_owned(),
         lease_duration: Duration::from_secs(3),
+        watch_namespaces: Vec::new(),
         log_json: false,
     };
     let stop = CancellationToken::new();

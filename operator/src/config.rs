@@ -40,9 +40,26 @@ pub struct Config {
     /// How long a leader's Lease stays valid without renewal.
     #[arg(long, env = env::LEASE_DURATION, default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
+    /// Namespaces whose CouponEvents the operator runs (comma-separated); empty means
+    /// every namespace. With a list it watches, reads and writes only in those
+    /// namespaces, so the chart can grant it namespaced Roles instead of a ClusterRole.
+    #[arg(long, env = env::WATCH_NAMESPACES, value_delimiter = ',', value_parser = parse_namespace)]
+    pub watch_namespaces: Vec<String>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = env::LOG_JSON)]
     pub log_json: bool,
+}
+
+/// A namespace name as the apiserver accepts it (an RFC 1123 label), so that a typo
+/// fails at start-up rather than as a forbidden watch later.
+fn parse_namespace(value: &str) -> Result<String, String> {
+    let name = value.trim();
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if valid { Ok(name.to_owned()) } else { Err(format!("{value:?} is not a namespace name (RFC 1123 label)")) }
 }
 
 #[cfg(test)]
@@ -53,6 +70,19 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         super::Config::command().debug_assert();
+    }
+
+    #[test]
+    fn watch_namespaces_is_a_comma_separated_list_and_empty_means_all() {
+        use clap::Parser;
+        let parse = |args: &[&str]| super::Config::try_parse_from([&["couponrush-operator"], args].concat());
+        let namespaces = |args: &[&str]| parse(args).map(|config| config.watch_namespaces);
+        assert_eq!(namespaces(&[]).expect("no flag"), Vec::<String>::new());
+        assert_eq!(namespaces(&["--watch-namespaces", "shop-a,shop-b"]).expect("two"), ["shop-a", "shop-b"]);
+        assert_eq!(namespaces(&["--watch-namespaces", "shop-a, shop-b"]).expect("spaces"), ["shop-a", "shop-b"]);
+        for bad in ["Shop", "shop_a", "-shop", "shop-a,,shop-b"] {
+            assert!(parse(&["--watch-namespaces", bad]).is_err(), "{bad} was accepted");
+        }
     }
 
     /// The chart's operator Deployment (a Helm template, so read as text).

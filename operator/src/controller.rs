@@ -81,13 +81,34 @@ impl Context {
     }
 }
 
-/// Runs the controller until `shutdown`.
+/// Runs the controllers until `shutdown`: one over every namespace, or one per watched
+/// namespace ([`Config::watch_namespaces`]), so that a namespaced operator never lists or
+/// watches anything cluster-wide. They share the [`Context`]: its per-event state is
+/// keyed by namespace and name.
 pub async fn run(context: Arc<Context>, shutdown: tokio_util::sync::CancellationToken) {
-    let events: Api<CouponEvent> = Api::all(context.client.clone());
-    let owned = |client: &Client| Api::<Deployment>::all(client.clone());
+    let scopes: Vec<Option<String>> = if context.config.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        context.config.watch_namespaces.iter().cloned().map(Some).collect()
+    };
+    futures::future::join_all(
+        scopes.into_iter().map(|namespace| run_scope(context.clone(), namespace, shutdown.clone())),
+    )
+    .await;
+}
+
+/// One controller: the CouponEvents of `namespace` (all namespaces for `None`) and the
+/// Deployments it made there.
+async fn run_scope(context: Arc<Context>, namespace: Option<String>, shutdown: tokio_util::sync::CancellationToken) {
+    let client = context.client.clone();
+    let (events, deployments): (Api<CouponEvent>, Api<Deployment>) = match &namespace {
+        Some(namespace) => (Api::namespaced(client.clone(), namespace), Api::namespaced(client, namespace)),
+        None => (Api::all(client.clone()), Api::all(client)),
+    };
+    tracing::info!(namespace = namespace.as_deref().unwrap_or("(all)"), "watching CouponEvents");
     let clock_moves = context.clock.moves();
     Controller::new(events, watcher::Config::default().any_semantic())
-        .owns(owned(&context.client), watcher::Config::default().labels("app.kubernetes.io/part-of=couponrush"))
+        .owns(deployments, watcher::Config::default().labels("app.kubernetes.io/part-of=couponrush"))
         .reconcile_all_on(clock_moves)
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(reconcile, error_policy, context)

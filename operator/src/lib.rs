@@ -39,6 +39,8 @@ use crate::controller::Context;
 use crate::leader::Election;
 use crate::metrics::Metrics;
 
+const CANNOT_LIST: &str = "cannot list CouponEvents: is the CRD installed (kubectl apply -f crds/couponevent.yaml) and the operator granted list on them?";
+
 /// Runs until `shutdown`: serves the ops endpoints, takes part in leader election, and
 /// reconciles while it leads. Losing the Lease ends the run (the pod restarts and
 /// rejoins), so two replicas never reconcile at once.
@@ -54,16 +56,36 @@ pub async fn run_with_clock(
     shutdown: CancellationToken,
     clock: Clock,
 ) -> anyhow::Result<()> {
+    let client = kube::Client::try_default().await.context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+    run_with_client(config, client, listener, shutdown, clock).await
+}
+
+/// [`run_with_clock`] with a given Kubernetes client instead of the one the environment
+/// configures: tests pass one that authenticates as the chart's ServiceAccount, to show
+/// that its grants are enough.
+pub async fn run_with_client(
+    config: Config,
+    client: kube::Client,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+    clock: Clock,
+) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let ops = Ops::new(registry);
     let ops_server = tokio::spawn(ops::serve(listener, ops.router(), shutdown.clone()));
 
-    let client = kube::Client::try_default().await.context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
-    Api::<CouponEvent>::all(client.clone())
-        .list(&ListParams::default().limit(1))
-        .await
-        .context("the CouponEvent CRD is not installed (kubectl apply -f crds/couponevent.yaml)")?;
+    // Listing where it will watch: a missing CRD and a missing grant both show here.
+    let probe = ListParams::default().limit(1);
+    if config.watch_namespaces.is_empty() {
+        Api::<CouponEvent>::all(client.clone()).list(&probe).await.context(CANNOT_LIST)?;
+    }
+    for namespace in &config.watch_namespaces {
+        Api::<CouponEvent>::namespaced(client.clone(), namespace)
+            .list(&probe)
+            .await
+            .with_context(|| format!("{CANNOT_LIST} (in namespace {namespace})"))?;
+    }
     ops.set_ready(true);
 
     let (leading_tx, mut leading) = watch::channel(false);
