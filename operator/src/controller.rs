@@ -38,7 +38,7 @@ use crate::error::{Error, chain};
 use crate::metrics::{KindLabels, Metrics, PhaseLabels};
 use crate::pace::{Fingerprint, Pace};
 use crate::phase::{Decision, IDLE, Observed, RoundState, decide, round_state};
-use crate::plan::{plan_round, timing};
+use crate::plan::{plan_round, start_moved, timing};
 use crate::resources::{self, WorkloadInputs, topic_name, workload_name};
 use crate::sizing::size;
 use crate::status::{
@@ -274,7 +274,7 @@ async fn apply_pass(ce: &CouponEvent, context: &Context) -> Result<Duration, Err
     let opened =
         previous.round == Some(plan.round) && matches!(previous.phase, Phase::Live | Phase::SoldOut | Phase::Draining);
     if let Some(locked) = previous.round_starts_at.as_ref().filter(|_| opened)
-        && locked.0 != plan.starts_at
+        && start_moved(locked.0, plan.starts_at)
     {
         refusals.push((
             "StartTimeLocked",

@@ -52,6 +52,21 @@ pub enum Error {
 }
 
 impl Error {
+    /// Every value [`Error::metric_label`] gives, so that each failure series exists (at 0)
+    /// from the start and `rate()` over it works before the first failure.
+    pub const METRIC_LABELS: [&'static str; 10] = [
+        "backends_secret",
+        "redis",
+        "mysql",
+        "kafka",
+        "prewarm",
+        "reconcile_coupons",
+        "workloads",
+        "status",
+        "finalizer",
+        "spec",
+    ];
+
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::ReadBackendsSecret { .. } | Error::BackendsSecretKey { .. } => "backends_secret",

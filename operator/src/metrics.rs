@@ -125,6 +125,9 @@ impl Metrics {
             phase_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(1.0, 2.0, 16))),
             events: EventGauges::default(),
         };
+        for kind in crate::error::Error::METRIC_LABELS {
+            metrics.failures.get_or_create(&KindLabels { kind });
+        }
         let gauges = &metrics.events;
         for (name, help, family) in [
             ("couponrush_event_stock", "The round's stock (spec.stock)", &gauges.stock),
@@ -207,6 +210,10 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
         }
+        assert!(
+            text.lines().any(|l| l == r#"couponrush_operator_failures_total{kind="redis"} 0"#),
+            "failures start at 0"
+        );
         metrics.events.forget("shop", "sale");
         assert!(!exposition(&registry).contains(r#"event="sale""#), "forgotten");
     }

@@ -79,6 +79,14 @@ pub fn plan_round(spec: &CouponEventSpec, status: &CouponEventStatus, now: Times
     }
 }
 
+/// Whether `planned` moves a round whose start the status recorded as `recorded`.
+/// `status.roundStartsAt` is a Kubernetes `Time`, stored to the whole second, while a
+/// `startTime` may carry milliseconds: the same start read back is `planned` truncated,
+/// which is no move. Only a different second is.
+pub fn start_moved(recorded: Timestamp, planned: Timestamp) -> bool {
+    recorded.as_second() != planned.as_second()
+}
+
 /// The first instant at or after `after` whose local time in `zone` is `daily`.
 pub fn next_daily(zone: &TimeZone, daily: Time, after: Timestamp) -> Timestamp {
     let local = after.to_zoned(zone.clone());
@@ -93,6 +101,22 @@ pub fn next_daily(zone: &TimeZone, daily: Time, after: Timestamp) -> Timestamp {
         date = date.tomorrow().unwrap_or(date);
     }
     after
+}
+
+#[cfg(test)]
+mod start_tests {
+    use super::*;
+
+    #[test]
+    fn a_start_read_back_to_the_second_has_not_moved() -> anyhow::Result<()> {
+        let planned: Timestamp = "2026-12-02T08:28:31.730Z".parse()?;
+        let recorded: Timestamp = "2026-12-02T08:28:31Z".parse()?;
+        assert!(!start_moved(recorded, planned), "the status' own truncation is no move");
+        assert!(!start_moved(planned, planned));
+        assert!(start_moved(recorded, "2026-12-02T08:28:32.000Z".parse()?));
+        assert!(start_moved(recorded, "2026-12-02T08:28:30.999Z".parse()?));
+        Ok(())
+    }
 }
 
 #[cfg(test)]
