@@ -126,7 +126,7 @@ impl Metrics {
             events: EventGauges::default(),
         };
         for kind in crate::error::Error::METRIC_LABELS {
-            metrics.failures.get_or_create(&KindLabels { kind });
+            metrics.failures.get_or_create(&KindLabels { kind }).inc_by(0);
         }
         let gauges = &metrics.events;
         for (name, help, family) in [
