@@ -11,9 +11,11 @@ test:
 
 ## The benchmark report (every strategy: the seed spike, the admission path and the
 ## sold-out path, beside the machine's ceiling, with couponrush-load as the generator);
-## writes e2e/bench/results/<date>.md. About 8 minutes.
+## writes e2e/bench/results/<date>.md. About 8 minutes. Then the operator with 100 and
+## 500 events at once (e2e/bench/scale.sh, a few minutes more).
 bench:
 	e2e/bench/run.sh
+	e2e/bench/scale.sh
 
 ## Regenerate the CRD YAML (and the chart's copy) from the Rust types.
 crds:

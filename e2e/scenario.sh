@@ -272,7 +272,8 @@ if [ -n "$faults" ]; then
   [ -n "$new_leader" ] && [ "$new_leader" != "$leader" ] || fail "the Lease still names $leader"
   say "replacements Ready; the standby operator $new_leader leads; the users press again"
 fi
-"${spike[@]}" "${spike_args[@]}" || fail "the spike's guarantees did not hold"
+# The round as a picture (answers per second, issued and persisted, its instants).
+"${spike[@]}" "${spike_args[@]}" --timeline "$state/timeline-$provider.svg" || fail "the spike's guarantees did not hold"
 
 wait_phase Completed 180
 # The standard conditions, as a person or a pipeline would wait on them.

@@ -79,6 +79,7 @@ step "tier 2: real Redis, Kafka, MariaDB" cargo test -p couponrush-e2e "${backen
 step "tier 2: k6 smoke scenario against a local issuer" e2e/smoke.sh
 step "tier 3: operator on a real control plane" cargo test -p couponrush-e2e --test operator -- --test-threads=1
 step "tier 3: operator as the chart's ServiceAccount (RBAC)" cargo test -p couponrush-e2e --test rbac -- --test-threads=1
+step "tier 3: ten events at once (the scale test's smoke size)" cargo test -p couponrush-e2e --test scale -- --nocapture
 step "tier 3: Helm chart (lint, server dry-run)" charts/couponrush/test.sh
 step "tier 3: end-to-end scenario (helm, seed event, spike, uninstall)" e2e/scenario.sh local
 step "tier 3: alerts and dashboard (promtool; names against the scenario's /metrics)" monitoring/test.sh

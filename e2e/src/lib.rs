@@ -5,6 +5,7 @@
 
 pub mod load;
 pub mod spike;
+pub mod timeline;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -323,4 +324,29 @@ pub fn token_with_claims(claims: &serde_json::Value) -> String {
         &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
     )
     .unwrap_or_default()
+}
+
+/// A one-off CouponEvent as the operator tests apply it: `stock` coupons opening
+/// `starts_in` from now after a 3 s warm-up, sized for `expected_peak_rps` on t3.medium.
+pub fn coupon_event(
+    name: &str,
+    stock: u32,
+    starts_in: Duration,
+    teardown_after: &str,
+    expected_peak_rps: u32,
+) -> anyhow::Result<couponrush_crds::CouponEvent> {
+    let start = jiff::Timestamp::now() + jiff::SignedDuration::try_from(starts_in)?;
+    Ok(serde_json::from_value(serde_json::json!({
+        "apiVersion": "couponrush.io/v1alpha1",
+        "kind": "CouponEvent",
+        "metadata": {"name": name},
+        "spec": {
+            "coupon": {"name": "10,000 KRW off", "amount": 10000, "currency": "KRW"},
+            "stock": stock,
+            "startTime": start.to_string(),
+            "warmup": "3s",
+            "teardownAfter": teardown_after,
+            "capacity": {"expectedPeakRps": expected_peak_rps, "nodeProfile": "t3.medium"}
+        }
+    }))?)
 }

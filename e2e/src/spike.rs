@@ -65,6 +65,8 @@ pub struct Tally {
     pub latencies: Vec<Duration>,
     /// When the first SOLD_OUT answer arrived.
     pub first_sold_out: Option<Instant>,
+    /// When each answer arrived and its `status` word (for the round's timeline).
+    pub answered: Vec<(Instant, String)>,
 }
 
 impl Tally {
@@ -147,6 +149,7 @@ impl Spike {
                         tally.first_sold_out = Some(received);
                     }
                     *tally.by_code.entry(code).or_default() += 1;
+                    tally.answered.push((received, answer.status.clone()));
                     match (answer.status.as_str(), answer.seq) {
                         ("ISSUED", Some(seq)) => tally.issued.push((user_name(user), seq)),
                         ("ALREADY_ISSUED", Some(seq)) => tally.already.push((user_name(user), seq)),

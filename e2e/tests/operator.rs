@@ -151,20 +151,7 @@ impl Operator {
 }
 
 fn event(name: &str, stock: u32, starts_in: Duration, teardown_after: &str) -> anyhow::Result<CouponEvent> {
-    let start = jiff::Timestamp::now() + jiff::SignedDuration::try_from(starts_in)?;
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "couponrush.io/v1alpha1",
-        "kind": "CouponEvent",
-        "metadata": {"name": name},
-        "spec": {
-            "coupon": {"name": "10,000 KRW off", "amount": 10000, "currency": "KRW"},
-            "stock": stock,
-            "startTime": start.to_string(),
-            "warmup": "3s",
-            "teardownAfter": teardown_after,
-            "capacity": {"expectedPeakRps": 20000, "nodeProfile": "t3.medium"}
-        }
-    }))?)
+    couponrush_e2e::coupon_event(name, stock, starts_in, teardown_after, 20_000)
 }
 
 async fn wait_for_phase(

@@ -290,20 +290,7 @@ async fn events_namespace(admin: &Client, prefix: &str, scope: &Scope) -> anyhow
 }
 
 fn event(name: &str, stock: u32, starts_in: Duration) -> anyhow::Result<CouponEvent> {
-    let start = jiff::Timestamp::now() + jiff::SignedDuration::try_from(starts_in)?;
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "couponrush.io/v1alpha1",
-        "kind": "CouponEvent",
-        "metadata": {"name": name},
-        "spec": {
-            "coupon": {"name": "10,000 KRW off", "amount": 10000, "currency": "KRW"},
-            "stock": stock,
-            "startTime": start.to_string(),
-            "warmup": "3s",
-            "teardownAfter": "2s",
-            "capacity": {"expectedPeakRps": 2000, "nodeProfile": "t3.medium"}
-        }
-    }))?)
+    couponrush_e2e::coupon_event(name, stock, starts_in, "2s", 2_000)
 }
 
 async fn wait_for_phase(api: &Api<CouponEvent>, name: &str, phase: Phase, within: Duration) -> anyhow::Result<()> {

@@ -24,6 +24,8 @@ struct Args {
     /// false: a spike cut short by a fault (the round need not sell out in it); it still
     /// requires every 201 to become its row, and never more rows than stock.
     expect_sold_out: bool,
+    /// Where to write the round's timeline (SVG), if anywhere.
+    timeline: Option<String>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -49,6 +51,7 @@ fn parse_args() -> anyhow::Result<Args> {
         opens_at_ms: take("opens-at-ms")?.parse()?,
         tolerate_transport_errors: get.get("tolerate-transport-errors").map_or(Ok(false), |v| v.parse())?,
         expect_sold_out: get.get("expect-sold-out").map_or(Ok(true), |v| v.parse())?,
+        timeline: get.get("timeline").cloned(),
     })
 }
 
@@ -69,23 +72,50 @@ async fn main() -> anyhow::Result<()> {
     // Rows to wait for: the whole stock, or (a spike cut short by a fault) none here: the
     // wait below is for this spike's own 201s.
     let expected = if args.expect_sold_out { stock_for_users } else { 0 };
-    // Watch MySQL while the spike runs, to time sold-out → all persisted.
+    // Watch MySQL while the spike runs, to time sold-out → all persisted (and to draw
+    // the rows over time).
+    let opened = Instant::now();
     let watcher = {
         let pool = pool.clone();
         let round = round.clone();
         tokio::spawn(async move {
             let deadline = Instant::now() + Duration::from_secs(120);
+            let mut counts: Vec<(Instant, u64)> = Vec::new();
             while Instant::now() < deadline {
-                if db::count_coupons(&pool, &round).await.unwrap_or(0) >= expected {
-                    return Some(Instant::now());
+                let count = db::count_coupons(&pool, &round).await.unwrap_or(0);
+                if counts.last().is_none_or(|(_, last)| *last != count) {
+                    counts.push((Instant::now(), count));
+                }
+                if count >= expected {
+                    return (Some(Instant::now()), counts);
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            None
+            (None, counts)
         })
     };
     let tally = spike.run(&[url]).await?;
-    let all_persisted = watcher.await?.context("not every coupon was persisted within two minutes")?;
+    let (all_persisted, persisted_over_time) = watcher.await?;
+    let all_persisted = all_persisted.context("not every coupon was persisted within two minutes")?;
+    if let Some(path) = &args.timeline {
+        let mut marks = vec![("opening", opened)];
+        marks.extend(tally.first_sold_out.map(|at| ("first SOLD_OUT", at)));
+        if args.expect_sold_out {
+            marks.push(("every coupon in MySQL", all_persisted));
+        }
+        let timeline = couponrush_e2e::timeline::Timeline {
+            title: format!(
+                "{} round 1: {} users, {} requests, stock {}",
+                args.event, args.users, args.requests, args.stock
+            ),
+            start: opened,
+            answers: &tally.answered,
+            persisted: &persisted_over_time,
+            marks,
+        };
+        std::fs::write(path, timeline.svg()).with_context(|| format!("writing {path}"))?;
+        println!("timeline: {path}");
+    }
     let mut rows = rows(&pool, &round).await?;
     if !args.expect_sold_out {
         // Every 201 of this spike must reach MySQL, whatever was killed on the way.
