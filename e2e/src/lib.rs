@@ -350,3 +350,46 @@ pub fn coupon_event(
         }
     }))?)
 }
+
+/// Applies the CouponEvent CRD (as the chart's crds/ would) and waits until it is served.
+pub async fn install_crd(client: &kube::Client) -> anyhow::Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::CustomResourceExt;
+    use kube::api::{Patch, PatchParams};
+    let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    let crd = couponrush_crds::CouponEvent::crd();
+    crds.patch("couponevents.couponrush.io", &PatchParams::apply("couponrush-e2e").force(), &Patch::Apply(crd)).await?;
+    wait_until("the CRD is established", Duration::from_secs(30), || async {
+        let crd = crds.get("couponevents.couponrush.io").await?;
+        let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
+        Ok(conditions.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+    })
+    .await
+}
+
+/// The label of the namespaces the control-plane tests make, so that the next test can
+/// remove them: [`clear_test_namespaces`].
+pub const TEST_NAMESPACE_LABEL: &str = "couponrush.io/e2e-test";
+
+/// Every test runs its own operator, which would also reconcile what an earlier test
+/// left (events whose finalizer no operator will run now, and their workloads on the
+/// fake nodes). Removes it: finalizers dropped, namespaces deleted (the namespace
+/// controller removes the rest).
+pub async fn clear_test_namespaces(client: &kube::Client) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::ResourceExt;
+    use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+    let namespaces: kube::Api<Namespace> = kube::Api::all(client.clone());
+    for namespace in namespaces.list(&ListParams::default().labels(TEST_NAMESPACE_LABEL)).await? {
+        let name = namespace.name_any();
+        let events: kube::Api<couponrush_crds::CouponEvent> = kube::Api::namespaced(client.clone(), &name);
+        for event in events.list(&ListParams::default()).await? {
+            let release = serde_json::json!({"metadata": {"finalizers": null}});
+            let _ = events.patch(&event.name_any(), &PatchParams::default(), &Patch::Merge(&release)).await;
+        }
+        if namespace.metadata.deletion_timestamp.is_none() {
+            namespaces.delete(&name, &DeleteParams::background()).await?;
+        }
+    }
+    Ok(())
+}

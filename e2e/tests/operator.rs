@@ -23,10 +23,9 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
-use kube::{Api, Client, CustomResourceExt, ResourceExt};
+use kube::{Api, Client, ResourceExt};
 use redis::AsyncCommands;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -41,26 +40,10 @@ struct Cluster {
 async fn cluster(name: &str) -> anyhow::Result<Cluster> {
     let client =
         Client::try_default().await.context("no cluster: run e2e/cluster/cluster.sh up and export its KUBECONFIG")?;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch(
-        "couponevents.couponrush.io",
-        &PatchParams::apply("couponrush-e2e").force(),
-        &Patch::Apply(CouponEvent::crd()),
-    )
-    .await?;
-    wait_until("the CRD is established", Duration::from_secs(30), || async {
-        let crd = crds.get("couponevents.couponrush.io").await?;
-        Ok(crd
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True"))
-    })
-    .await?;
-    clear_earlier_tests(&client).await?;
+    couponrush_e2e::install_crd(&client).await?;
+    couponrush_e2e::clear_test_namespaces(&client).await?;
     let namespace = unique(name);
-    let labels = json!({ TEST_NAMESPACE_LABEL: "true" });
+    let labels = json!({ couponrush_e2e::TEST_NAMESPACE_LABEL: "true" });
     Api::<Namespace>::all(client.clone())
         .create(
             &PostParams::default(),
@@ -79,31 +62,6 @@ async fn cluster(name: &str) -> anyhow::Result<Cluster> {
     }))?;
     Api::<Secret>::namespaced(client.clone(), &namespace).create(&PostParams::default(), &secret).await?;
     Ok(Cluster { client, namespace, scope })
-}
-
-/// Marks the namespaces these tests make, so that the next test can clear them.
-const TEST_NAMESPACE_LABEL: &str = "couponrush.io/e2e-operator-test";
-
-/// Every test watches all namespaces with its own operator: what an earlier test left
-/// (its events, whose finalizer no operator will now run, and their workloads on the
-/// fake nodes) would be reconciled, and scheduled, alongside this test's own. Remove
-/// it first: finalizers dropped, namespaces deleted (the namespace controller removes
-/// the rest).
-async fn clear_earlier_tests(client: &Client) -> anyhow::Result<()> {
-    let namespaces = Api::<Namespace>::all(client.clone());
-    let earlier = namespaces.list(&kube::api::ListParams::default().labels(TEST_NAMESPACE_LABEL)).await?;
-    for namespace in earlier {
-        let name = namespace.name_any();
-        let events: Api<CouponEvent> = Api::namespaced(client.clone(), &name);
-        for event in events.list(&Default::default()).await? {
-            let release = json!({"metadata": {"finalizers": null}});
-            let _ = events.patch(&event.name_any(), &PatchParams::default(), &Patch::Merge(&release)).await;
-        }
-        if namespace.metadata.deletion_timestamp.is_none() {
-            namespaces.delete(&name, &DeleteParams::background()).await?;
-        }
-    }
-    Ok(())
 }
 
 struct Operator {

@@ -29,18 +29,17 @@ use k8s_openapi::api::authorization::v1::{SelfSubjectRulesReview, SelfSubjectRul
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::AuthInfo;
-use kube::{Api, Client, CustomResourceExt, Resource, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize as _, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-/// The label operator.rs puts on its namespaces: each test there, and here, removes
-/// what earlier ones left, so that a cluster-wide operator has only its own test's events.
-const TEST_NAMESPACE_LABEL: &str = "couponrush.io/e2e-operator-test";
+// The label of the control-plane tests' namespaces: each test removes what earlier ones
+// left, so that a cluster-wide operator has only its own test's events.
+use couponrush_e2e::TEST_NAMESPACE_LABEL;
 /// On the cluster-scoped RBAC objects these tests install, for the same clean-up.
 const TEST_RBAC_LABEL: &str = "couponrush.io/e2e-rbac-test";
 const MANAGER: &str = "couponrush-e2e";
@@ -67,27 +66,8 @@ async fn admin() -> anyhow::Result<Client> {
 
 /// Installs the CRD (as the chart's crds/ would) and removes what earlier tests left.
 async fn prepare(admin: &Client) -> anyhow::Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
-    crds.patch("couponevents.couponrush.io", &PatchParams::apply(MANAGER).force(), &Patch::Apply(CouponEvent::crd()))
-        .await?;
-    wait_until("the CRD is established", Duration::from_secs(30), || async {
-        let crd = crds.get("couponevents.couponrush.io").await?;
-        let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
-        Ok(conditions.iter().any(|c| c.type_ == "Established" && c.status == "True"))
-    })
-    .await?;
-    let namespaces = Api::<Namespace>::all(admin.clone());
-    for namespace in namespaces.list(&ListParams::default().labels(TEST_NAMESPACE_LABEL)).await? {
-        let name = namespace.name_any();
-        let events: Api<CouponEvent> = Api::namespaced(admin.clone(), &name);
-        for event in events.list(&ListParams::default()).await? {
-            let release = json!({"metadata": {"finalizers": null}});
-            let _ = events.patch(&event.name_any(), &PatchParams::default(), &Patch::Merge(&release)).await;
-        }
-        if namespace.metadata.deletion_timestamp.is_none() {
-            namespaces.delete(&name, &DeleteParams::background()).await?;
-        }
-    }
+    couponrush_e2e::install_crd(admin).await?;
+    couponrush_e2e::clear_test_namespaces(admin).await?;
     let earlier = ListParams::default().labels(TEST_RBAC_LABEL);
     let roles: Api<ClusterRole> = Api::all(admin.clone());
     for role in roles.list(&earlier).await? {

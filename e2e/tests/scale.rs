@@ -66,10 +66,16 @@ async fn apiserver_requests(client: &Client) -> anyhow::Result<f64> {
 async fn many_events_at_once() -> anyhow::Result<()> {
     let count: usize = std::env::var("SCALE_EVENTS").ok().and_then(|n| n.parse().ok()).unwrap_or(10);
     let client = Client::try_default().await.context("no cluster: run e2e/cluster/cluster.sh up")?;
+    couponrush_e2e::install_crd(&client).await?;
+    couponrush_e2e::clear_test_namespaces(&client).await?;
     let scope = Scope::new("scale").await?;
     let namespace = unique("scale");
+    let labels = json!({ couponrush_e2e::TEST_NAMESPACE_LABEL: "true" });
     Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": namespace}}))?)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": namespace, "labels": labels}}))?,
+        )
         .await?;
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "couponrush-backends"},
