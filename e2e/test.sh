@@ -74,7 +74,7 @@ step "tier 1: the benchmark's load generator against a local server" cargo test 
 # One test at a time: the spike tests measure nothing, but they share two cores and
 # the fault tests stop and start the Kafka broker.
 backend_tests=(--test backends --test api_contract --test consumer --test spike --test faults --test redis_cluster
-  --test disconnects --test redis_loss --test user_ids --test export --test slow_clients)
+  --test disconnects --test redis_loss --test user_ids --test export --test slow_clients --test audit)
 step "tier 2: real Redis, Kafka, MariaDB" cargo test -p couponrush-e2e "${backend_tests[@]}" -- --test-threads=1
 step "tier 2: k6 smoke scenario against a local issuer" e2e/smoke.sh
 step "tier 3: operator on a real control plane" cargo test -p couponrush-e2e --test operator -- --test-threads=1

@@ -8,7 +8,7 @@ use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use sqlx::{MySql, QueryBuilder, Row};
 
 use crate::event::{RoundId, RoundSpec};
-use crate::message::IssuedCoupon;
+use crate::message::{Attribution, IssuedCoupon};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -29,7 +29,8 @@ pub async fn migrate(pool: &MySqlPool) -> Result<(), sqlx::migrate::MigrateError
 
 /// Inserts the coupons in one multi-row statement per chunk inside one transaction.
 /// Rows that already exist (same round and user slot, or same seq) are skipped, which
-/// makes redelivery harmless. Returns how many rows were new.
+/// makes redelivery harmless (the first row keeps its attribution). Returns how many
+/// rows were new.
 pub async fn insert_coupons(pool: &MySqlPool, coupons: &[IssuedCoupon]) -> Result<u64, sqlx::Error> {
     if coupons.is_empty() {
         return Ok(0);
@@ -37,14 +38,17 @@ pub async fn insert_coupons(pool: &MySqlPool, coupons: &[IssuedCoupon]) -> Resul
     let mut tx = pool.begin().await?;
     let mut inserted = 0;
     for chunk in coupons.chunks(MAX_ROWS_PER_INSERT) {
-        let mut insert: QueryBuilder<MySql> =
-            QueryBuilder::new("INSERT IGNORE INTO coupons (event, round_no, user_id, slot, seq, issued_at) ");
+        let mut insert: QueryBuilder<MySql> = QueryBuilder::new(
+            "INSERT IGNORE INTO coupons (event, round_no, user_id, slot, seq, request_id, jti, issued_at) ",
+        );
         insert.push_values(chunk, |mut row, coupon| {
             row.push_bind(&coupon.event)
                 .push_bind(coupon.round)
                 .push_bind(&coupon.user)
                 .push_bind(coupon.slot)
                 .push_bind(coupon.seq)
+                .push_bind(coupon.request_id.as_deref())
+                .push_bind(coupon.jti.as_deref())
                 .push("FROM_UNIXTIME(")
                 .push_bind_unseparated(coupon.issued_at_ms)
                 .push_unseparated(" / 1000)");
@@ -112,7 +116,7 @@ pub async fn round_coupons(pool: &MySqlPool, round: &RoundId) -> Result<Vec<(Str
             .bind(round.round)
             .fetch_all(pool)
             .await?;
-    Ok(rows.into_iter().map(|(user, slot, seq)| (user_text(user), u32::from(slot), seq)).collect())
+    Ok(rows.into_iter().map(|(user, slot, seq)| (stored_text(user), u32::from(slot), seq)).collect())
 }
 
 /// The rows of the round that hold one of `seqs` or belong to one of `users`: (user,
@@ -143,10 +147,10 @@ pub async fn coupons_matching(
     }
     query.push("))");
     let rows: Vec<(Vec<u8>, u16, u32)> = query.build_query_as().fetch_all(pool).await?;
-    Ok(rows.into_iter().map(|(user, slot, seq)| (user_text(user), u32::from(slot), seq)).collect())
+    Ok(rows.into_iter().map(|(user, slot, seq)| (stored_text(user), u32::from(slot), seq)).collect())
 }
 
-fn user_text(user: Vec<u8>) -> String {
+fn stored_text(user: Vec<u8>) -> String {
     String::from_utf8(user).unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
 }
 
@@ -202,7 +206,8 @@ pub enum RowLock {
 /// Outcome of [`issue_sync`]; the same vocabulary as the Redis admission.
 pub use crate::admission::Admission as SyncOutcome;
 
-/// Issues one coupon to `user` in one MySQL transaction, gated by the database clock.
+/// Issues one coupon to `user` in one MySQL transaction, gated by the database clock;
+/// the row records `attribution`.
 /// Correct on its own under any concurrency: the stock decrement is a conditional
 /// update (never below zero), the seq comes from that same update, and the unique keys
 /// reject a second coupon for the same user slot.
@@ -211,6 +216,7 @@ pub async fn issue_sync(
     round: &RoundId,
     user: &str,
     lock: RowLock,
+    attribution: &Attribution,
 ) -> Result<SyncOutcome, sqlx::Error> {
     let event = round.event.to_string();
     let mut tx = pool.begin().await?;
@@ -263,13 +269,16 @@ pub async fn issue_sync(
     let seq = u32::try_from(updated.last_insert_id()).unwrap_or(u32::MAX);
     let slot = u32::try_from(held.len()).unwrap_or(u32::MAX) + 1;
     let inserted = sqlx::query(
-        "INSERT INTO coupons (event, round_no, user_id, slot, seq, issued_at) VALUES (?, ?, ?, ?, ?, NOW(3))",
+        "INSERT INTO coupons (event, round_no, user_id, slot, seq, request_id, jti, issued_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, NOW(3))",
     )
     .bind(&event)
     .bind(round.round)
     .bind(user)
     .bind(slot)
     .bind(seq)
+    .bind(attribution.request_id.as_deref())
+    .bind(attribution.jti.as_deref())
     .execute(&mut *tx)
     .await;
     match inserted {
@@ -308,6 +317,10 @@ pub struct CouponRecord {
     pub issued_at_ms: i64,
     /// When the row was written, epoch milliseconds.
     pub persisted_at_ms: i64,
+    /// The admitted request's id; `None` where the row has NULL (see migration 0003).
+    pub request_id: Option<String>,
+    /// The admitted request's token `jti`, if it had one.
+    pub jti: Option<String>,
 }
 
 /// The round's coupons in seq order, streamed from the server row by row (the
@@ -322,7 +335,7 @@ pub fn stream_round_coupons<'a>(
     // on insert), so the epoch value is the one that was written.
     sqlx::query(
         "SELECT user_id, slot, seq, CAST(ROUND(UNIX_TIMESTAMP(issued_at) * 1000) AS SIGNED), \
-         CAST(ROUND(UNIX_TIMESTAMP(persisted_at) * 1000) AS SIGNED) \
+         CAST(ROUND(UNIX_TIMESTAMP(persisted_at) * 1000) AS SIGNED), request_id, jti \
          FROM coupons WHERE event = ? AND round_no = ? ORDER BY seq",
     )
     .bind(round.event.to_string())
@@ -332,11 +345,13 @@ pub fn stream_round_coupons<'a>(
         let row = row?;
         let slot: u16 = row.try_get(1)?;
         Ok(CouponRecord {
-            user: user_text(row.try_get(0)?),
+            user: stored_text(row.try_get(0)?),
             slot: u32::from(slot),
             seq: row.try_get(2)?,
             issued_at_ms: row.try_get(3)?,
             persisted_at_ms: row.try_get(4)?,
+            request_id: row.try_get::<Option<Vec<u8>>, _>(5)?.map(stored_text),
+            jti: row.try_get::<Option<Vec<u8>>, _>(6)?.map(stored_text),
         })
     })
 }

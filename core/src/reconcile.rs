@@ -122,6 +122,8 @@ pub async fn reconcile_round(
     }
     for (user, slot, seq) in comparison.missing {
         tracing::info!(round = %round, user, seq, "re-publishing an admitted coupon without a row");
+        // No request id and no jti: Redis' winners hash keeps neither, so the row gets
+        // NULLs (the audit trail can only say that reconciliation wrote it).
         publisher.publish(&IssuedCoupon::new(round, &user, seq, slot, wall_clock_ms())).await?;
         report.republished += 1;
     }

@@ -1,6 +1,7 @@
 //! Issue 13, item 5: the winners export (`couponrush-issuer export`) against the real
 //! MariaDB: every stored coupon exactly once, user ids byte for byte in JSON lines and
-//! safely quoted in CSV, and a large round streamed in constant memory.
+//! safely quoted in CSV, each with its audit trail (request id and token `jti`), and a
+//! large round streamed in constant memory.
 
 use std::collections::HashSet;
 use std::process::Stdio;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use couponrush_core::event::{RoundId, Strategy};
 use couponrush_e2e::spike::rows;
-use couponrush_e2e::{Scope, binary, token};
+use couponrush_e2e::{Scope, binary, token, token_with_claims};
 
 struct Export {
     stdout: String,
@@ -57,11 +58,29 @@ async fn export_lists_every_winner_with_awkward_ids_exactly() -> anyhow::Result<
     let users: Vec<String> =
         awkward.iter().map(|u| (*u).to_owned()).chain((0..40).map(|i| format!("user-{i}"))).collect();
     let mut answered = HashSet::new();
-    for user in &users {
-        let response = client.post(issuer.issue_url(&round)).bearer_auth(token(user)).send().await?;
+    // Every other user sends a request id, and every third token carries a jti; one
+    // request id would be a formula in a spreadsheet.
+    let request_id = |i: usize| match i {
+        0 => Some("=HYPERLINK(\"x\"),1".to_owned()),
+        i if i.is_multiple_of(2) => Some(format!("req-{i}")),
+        _ => None,
+    };
+    let jti = |i: usize| i.is_multiple_of(3).then(|| format!("jti-{i}"));
+    let mut attributed = std::collections::HashMap::new();
+    for (i, user) in users.iter().enumerate() {
+        let bearer = match jti(i) {
+            Some(jti) => token_with_claims(&serde_json::json!({"sub": user, "exp": 4_000_000_000_u64, "jti": jti})),
+            None => token(user),
+        };
+        let mut request = client.post(issuer.issue_url(&round)).bearer_auth(bearer);
+        if let Some(id) = request_id(i) {
+            request = request.json(&serde_json::json!({"requestId": id}));
+        }
+        let response = request.send().await?;
         if response.status().as_u16() == 201 {
             let body: serde_json::Value = response.json().await?;
             answered.insert((user.clone(), u32::try_from(body["seq"].as_u64().context("seq")?)?));
+            attributed.insert(user.clone(), (request_id(i), jti(i)));
         }
     }
     assert_eq!(answered.len(), stock as usize);
@@ -81,6 +100,18 @@ async fn export_lists_every_winner_with_awkward_ids_exactly() -> anyhow::Result<
     assert_eq!(jsonl.stdout.lines().count(), stock as usize, "one line per coupon");
     assert_eq!(exported, stored, "the export is MySQL's rows");
     assert_eq!(exported, answered, "and every 201");
+    for line in jsonl.stdout.lines() {
+        let value: serde_json::Value = serde_json::from_str(line)?;
+        let user = value["userId"].as_str().context("userId")?;
+        let (sent_id, sent_jti) = attributed.get(user).context("a 201")?;
+        let exported_id = value["requestId"].as_str().context("every 201 has a request id")?;
+        match sent_id {
+            Some(id) => assert_eq!(exported_id, id, "{user}"),
+            // The issuer's own: 128 random bits in hex.
+            None => assert!(exported_id.len() == 32 && exported_id.bytes().all(|b| b.is_ascii_hexdigit())),
+        }
+        assert_eq!(value["jti"].as_str(), sent_jti.as_deref(), "{user}");
+    }
     assert_eq!(logged_number(&jsonl.log, "written="), Some(u64::from(stock)), "{}", jsonl.log);
     assert!(!jsonl.log.contains("still draining"), "{}", jsonl.log);
 
@@ -94,6 +125,18 @@ async fn export_lists_every_winner_with_awkward_ids_exactly() -> anyhow::Result<
         if answered.iter().any(|(u, _)| u == user) {
             assert!(lines.iter().any(|l| l.starts_with(expected_start)), "{user}: {lines:?}");
         }
+    }
+    // The audit columns close each line: alice (user 0) sent a formula as her request id
+    // with a jti; "alice " (user 1) sent neither (the issuer's id, an empty jti).
+    if answered.iter().any(|(u, _)| u == "alice") {
+        let alice = lines.iter().find(|l| l.starts_with("alice,")).context("alice's line")?;
+        assert!(alice.ends_with(",\"'=HYPERLINK(\"\"x\"\"),1\",jti-0"), "{alice}");
+    }
+    if answered.iter().any(|(u, _)| u == "alice ") {
+        let line = lines.iter().find(|l| l.starts_with("\"alice \",")).context("alice-space's line")?;
+        let fields: Vec<&str> = line.rsplitn(3, ',').collect();
+        assert_eq!(fields[0], "", "no jti: {line}");
+        assert_eq!(fields[1].len(), 32, "the issuer's request id: {line}");
     }
     consumer.stop().await?;
     issuer.stop().await

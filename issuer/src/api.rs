@@ -16,6 +16,7 @@ use couponrush_core::admission::Admission;
 use couponrush_core::db;
 use couponrush_core::event::{EventId, Strategy};
 use couponrush_core::keys::winner_field;
+use couponrush_core::message::{Attribution, MAX_AUDIT_ID_BYTES, valid_audit_id};
 use couponrush_core::prewarm::round_meta;
 use redis::AsyncCommands;
 use serde::Deserialize;
@@ -46,9 +47,16 @@ pub fn app(state: Arc<AppState>) -> Router {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct IssueRequest {
-    /// The client's own reference for this attempt, echoed in the log.
+    /// The client's own reference for this attempt, recorded with the coupon (the Kafka
+    /// message and the row) and in the log. Without one the issuer makes one.
     #[serde(default)]
     request_id: Option<String>,
+}
+
+/// A request id for a request that brought none: 128 random bits in hex, so that every
+/// admission decision can be told apart from every other in the audit trail.
+fn new_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }
 
 /// The request body, read within the body timeout: a client that sends its head and
@@ -89,8 +97,11 @@ fn parse_body(body: Result<Bytes, Reply>) -> Result<Option<IssueRequest>, Reply>
     }
     let request: IssueRequest =
         serde_json::from_slice(body).map_err(|error| Reply::BadRequest(format!("invalid JSON body: {error}")))?;
-    if request.request_id.as_ref().is_some_and(|id| id.len() > 64 || id.chars().any(char::is_control)) {
-        return Err(Reply::BadRequest("requestId must be at most 64 printable characters".to_owned()));
+    // The same bounds as the audit columns: refused here, before anything is decided.
+    if request.request_id.as_ref().is_some_and(|id| !valid_audit_id(id)) {
+        return Err(Reply::BadRequest(format!(
+            "requestId must be 1 to {MAX_AUDIT_ID_BYTES} bytes with no control characters"
+        )));
     }
     Ok(Some(request))
 }
@@ -152,14 +163,19 @@ async fn decide(
     if let Some(strategy) = event.as_ref().ok().and_then(|event| state.events.sold_out_from_memory(event)) {
         return (Reply::SoldOut, Some(strategy));
     }
-    let user = match state.auth.identify(headers) {
-        Ok(user) => user,
+    let caller = match state.auth.identify_caller(headers) {
+        Ok(caller) => caller,
         Err(why) => return (Reply::Unauthorized(why), None),
     };
     let request = match parse_body(body) {
         Ok(request) => request,
         Err(reply) => return (reply, None),
     };
+    let user = caller.user;
+    // A jti that is not recordable (too long, control characters) is left out of the
+    // record; the token itself was valid, so the request goes on.
+    let request_id = request.and_then(|request| request.request_id).unwrap_or_else(new_request_id);
+    let attribution = Attribution::new(Some(request_id), caller.jti);
     let event = match event {
         Ok(event) => event,
         Err(reply) => return (reply, None),
@@ -182,11 +198,11 @@ async fn decide(
     // a counter place always given back, and an unknown outcome settled, whoever is
     // still listening.
     let admission = {
-        let (state, live, user) = (state.clone(), live.clone(), user.clone());
+        let (state, live, user, attribution) = (state.clone(), live.clone(), user.clone(), attribution.clone());
         let guard = state.admissions.enter();
         tokio::spawn(async move {
             let _guard = guard;
-            let result = strategies::issue(&state, &live, &user).await;
+            let result = strategies::issue(&state, &live, &user, &attribution).await;
             if let Err(error) = &result
                 && error.outcome_unknown()
                 && live.strategy == Strategy::KafkaAsync
@@ -205,7 +221,8 @@ async fn decide(
         Err(error) => unavailable(state, &error),
     };
     if let Reply::Issued { seq, .. } = &reply {
-        tracing::debug!(round = %live.label, user, seq, request_id = ?request.and_then(|r| r.request_id), "issued");
+        let Attribution { request_id, jti } = &attribution;
+        tracing::debug!(round = %live.label, user, seq, request_id, jti, "issued");
     }
     (reply, Some(live.strategy))
 }

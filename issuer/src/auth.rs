@@ -59,6 +59,18 @@ pub enum AuthConfigError {
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    /// Read as any JSON value so that a `jti` of the wrong type never refuses a token
+    /// (the rules above are the only ones); only a string is reported.
+    #[serde(default)]
+    jti: Option<serde_json::Value>,
+}
+
+/// Who is asking, for the audit trail: the user, and the token's `jti` when it has a
+/// string one (not yet checked for recordability: see `message::Attribution::new`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub user: String,
+    pub jti: Option<String>,
 }
 
 /// The rules every token must meet, for the one algorithm `alg`.
@@ -146,12 +158,17 @@ impl Authenticator {
 
     /// The caller's user id, or why the caller is not accepted.
     pub fn identify(&self, headers: &HeaderMap) -> Result<String, &'static str> {
+        self.identify_caller(headers).map(|caller| caller.user)
+    }
+
+    /// The caller (user id and token `jti`), or why the caller is not accepted.
+    pub fn identify_caller(&self, headers: &HeaderMap) -> Result<Caller, &'static str> {
         match self {
             Self::TrustHeader => {
                 let user =
                     headers.get(TRUSTED_USER_HEADER).and_then(|v| v.to_str().ok()).ok_or("missing X-User-Id header")?;
                 check_user_id(user).map_err(|_| "invalid X-User-Id header")?;
-                Ok(user.to_owned())
+                Ok(Caller { user: user.to_owned(), jti: None })
             }
             Self::Jwt(verifiers) => {
                 let token = headers
@@ -167,7 +184,11 @@ impl Authenticator {
                     .map_err(|error| refusal(&error))?
                     .claims;
                 check_user_id(&claims.sub).map_err(|_| "token subject is not a valid user id")?;
-                Ok(claims.sub)
+                let jti = match claims.jti {
+                    Some(serde_json::Value::String(jti)) => Some(jti),
+                    _ => None,
+                };
+                Ok(Caller { user: claims.sub, jti })
             }
         }
     }
@@ -211,6 +232,30 @@ mod tests {
     fn accepts_a_valid_token() {
         let token = hs256(json!({"sub": "user-1", "exp": now_plus(60)}), SECRET.as_bytes());
         assert_eq!(authenticator(&hs256_config()).identify(&bearer(&token)), Ok("user-1".to_owned()));
+    }
+
+    /// The `jti` is reported for the audit trail and never decides anything: a token
+    /// without one, or with one of another type, is accepted as before.
+    #[test]
+    fn reports_the_jti_and_never_refuses_a_token_over_it() {
+        let auth = authenticator(&hs256_config());
+        let caller = |claims: serde_json::Value| auth.identify_caller(&bearer(&hs256(claims, SECRET.as_bytes())));
+        let exp = now_plus(60);
+        assert_eq!(
+            caller(json!({"sub": "u", "exp": exp, "jti": "t-1"})),
+            Ok(Caller { user: "u".into(), jti: Some("t-1".into()) })
+        );
+        for claims in [
+            json!({"sub": "u", "exp": exp}),
+            json!({"sub": "u", "exp": exp, "jti": 42}),
+            json!({"sub": "u", "exp": exp, "jti": null}),
+            json!({"sub": "u", "exp": exp, "jti": {"a": 1}}),
+        ] {
+            assert_eq!(caller(claims.clone()), Ok(Caller { user: "u".into(), jti: None }), "{claims}");
+        }
+        // An oversized one is reported as is; the audit trail drops it (message.rs).
+        let long = "j".repeat(500);
+        assert_eq!(caller(json!({"sub": "u", "exp": exp, "jti": long})).map(|c| c.jti), Ok(Some("j".repeat(500))));
     }
 
     #[test]

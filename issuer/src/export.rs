@@ -6,6 +6,11 @@
 //! run as a formula (starting with `=`, `+`, `-`, `@`, a tab or a carriage return) is
 //! written with a leading apostrophe in CSV, the usual neutralisation; JSON lines carry
 //! every id exactly.
+//!
+//! Each coupon comes with its audit trail: the request id and the token's `jti` of the
+//! request that was admitted, empty (CSV) or `null` (JSON) where the row has none
+//! (reconciliation, the queue strategy, rows from before migration 0003). A request id
+//! is the client's own text, so it is quoted and neutralised like a user id.
 
 use std::borrow::Cow;
 use std::io::Write;
@@ -30,7 +35,8 @@ pub enum ExportError {
 }
 
 /// The CSV header; [`csv_line`] writes the fields in this order.
-pub const CSV_HEADER: &str = "user_id,slot,seq,issued_at,persisted_at";
+/// The audit columns come last, so that readers of the earlier five keep working.
+pub const CSV_HEADER: &str = "user_id,slot,seq,issued_at,persisted_at,request_id,jti";
 
 /// Writes every stored coupon of `round` to `out`; returns how many.
 pub async fn write_round(
@@ -63,12 +69,14 @@ fn rfc3339(ms: i64) -> String {
 
 pub fn csv_line(record: &CouponRecord) -> String {
     format!(
-        "{},{},{},{},{}",
+        "{},{},{},{},{},{},{}",
         csv_field(&record.user),
         record.slot,
         record.seq,
         rfc3339(record.issued_at_ms),
-        rfc3339(record.persisted_at_ms)
+        rfc3339(record.persisted_at_ms),
+        csv_field(record.request_id.as_deref().unwrap_or_default()),
+        csv_field(record.jti.as_deref().unwrap_or_default()),
     )
 }
 
@@ -79,6 +87,8 @@ pub fn json_line(record: &CouponRecord) -> serde_json::Value {
         "seq": record.seq,
         "issuedAt": rfc3339(record.issued_at_ms),
         "persistedAt": rfc3339(record.persisted_at_ms),
+        "requestId": record.request_id,
+        "jti": record.jti,
     })
 }
 
@@ -126,8 +136,29 @@ mod tests {
             seq: 7,
             issued_at_ms: 1_800_000_000_123,
             persisted_at_ms: 1_800_000_000_456,
+            request_id: None,
+            jti: None,
         };
         assert_eq!(json_line(&record)["userId"], "=1+2");
-        assert_eq!(csv_line(&record), "'=1+2,1,7,2027-01-15T08:00:00.123Z,2027-01-15T08:00:00.456Z");
+        assert_eq!(csv_line(&record), "'=1+2,1,7,2027-01-15T08:00:00.123Z,2027-01-15T08:00:00.456Z,,");
+    }
+
+    #[test]
+    fn the_audit_columns_follow_and_are_quoted_like_user_ids() {
+        let record = CouponRecord {
+            user: "ann".into(),
+            slot: 1,
+            seq: 3,
+            issued_at_ms: 1_800_000_000_123,
+            persisted_at_ms: 1_800_000_000_456,
+            request_id: Some("=cmd,1".into()),
+            jti: Some("t-1".into()),
+        };
+        assert_eq!(CSV_HEADER.split(',').count(), csv_line(&record).split(',').count() - 1, "one comma is quoted");
+        assert_eq!(csv_line(&record), "ann,1,3,2027-01-15T08:00:00.123Z,2027-01-15T08:00:00.456Z,\"'=cmd,1\",t-1");
+        let json = json_line(&record);
+        assert_eq!((json["requestId"].as_str(), json["jti"].as_str()), (Some("=cmd,1"), Some("t-1")));
+        let unattributed = CouponRecord { request_id: None, jti: None, ..record };
+        assert!(json_line(&unattributed)["requestId"].is_null() && json_line(&unattributed)["jti"].is_null());
     }
 }

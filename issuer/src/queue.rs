@@ -12,6 +12,7 @@ use couponrush_core::admission::Admission;
 use couponrush_core::db::{self, RowLock};
 use couponrush_core::event::Strategy;
 use couponrush_core::keys::SOLD_OUT_CHANNEL;
+use couponrush_core::message::Attribution;
 use couponrush_core::prewarm::round_meta;
 use futures::StreamExt;
 use rand::Rng;
@@ -29,6 +30,10 @@ const LEASE_MS: u64 = 2_000;
 const BATCH: usize = 200;
 /// Concurrent MySQL transactions of one scheduler.
 const PARALLEL: usize = 8;
+/// The scheduler admits users, not requests: the queue holds only user ids, so a row it
+/// writes has no request id or `jti` (NULL). Attributing those would mean storing both
+/// with each queue entry.
+const UNATTRIBUTED: Attribution = Attribution { request_id: None, jti: None };
 
 static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -203,7 +208,7 @@ async fn admit_batch(state: &AppState, live: &LiveRound) -> Result<(), redis::Re
     }
     let results: Vec<_> = futures::stream::iter(batch)
         .map(|user| async move {
-            let outcome = db::issue_sync(&state.db, &live.round, &user, RowLock::None).await;
+            let outcome = db::issue_sync(&state.db, &live.round, &user, RowLock::None, &UNATTRIBUTED).await;
             (user, outcome)
         })
         .buffer_unordered(PARALLEL)

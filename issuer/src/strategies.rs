@@ -9,7 +9,7 @@ use couponrush_core::admission::{self, Admission, RollBack};
 use couponrush_core::db::{self, RowLock};
 use couponrush_core::event::Strategy;
 use couponrush_core::keys::{SOLD_OUT_CHANNEL, winner_field};
-use couponrush_core::message::IssuedCoupon;
+use couponrush_core::message::{Attribution, IssuedCoupon};
 use rand::Rng;
 use redis::AsyncCommands;
 
@@ -25,19 +25,28 @@ pub enum Outcome {
     Queued { position: u64 },
 }
 
-/// Admits or rejects `user` for the round with the round's strategy.
-pub async fn issue(state: &AppState, live: &LiveRound, user: &str) -> Result<Outcome, IssueError> {
+/// Admits or rejects `user` for the round with the round's strategy; an admitted coupon
+/// carries `attribution` into its message or row (the queue strategy's cannot: see
+/// `queue`).
+pub async fn issue(
+    state: &AppState,
+    live: &LiveRound,
+    user: &str,
+    attribution: &Attribution,
+) -> Result<Outcome, IssueError> {
     let admission = match live.strategy {
-        Strategy::KafkaAsync => kafka_async(state, live, user).await?,
-        Strategy::DbLock => with_retry(|| db::issue_sync(&state.db, &live.round, user, RowLock::ForUpdate)).await?,
-        Strategy::RedisLock => redis_lock(state, live, user).await?,
-        Strategy::RedisCounter => match counter_gate(state, live, user).await? {
+        Strategy::KafkaAsync => kafka_async(state, live, user, attribution).await?,
+        Strategy::DbLock => {
+            with_retry(|| db::issue_sync(&state.db, &live.round, user, RowLock::ForUpdate, attribution)).await?
+        }
+        Strategy::RedisLock => redis_lock(state, live, user, attribution).await?,
+        Strategy::RedisCounter => match counter_gate(state, live, user, attribution).await? {
             // The gate's fast "no" is not final: places of requests in flight that end
             // without a coupon come back. Only MySQL's answer closes the round.
             Gated::Full => return Ok(Outcome::Admission(Admission::SoldOut)),
             Gated::Decided(admission) => admission,
         },
-        Strategy::RedisCounterSet => match counter_set_gate(state, live, user).await? {
+        Strategy::RedisCounterSet => match counter_set_gate(state, live, user, attribution).await? {
             Gated::Full => return Ok(Outcome::Admission(Admission::SoldOut)),
             Gated::Decided(admission) => admission,
         },
@@ -67,7 +76,12 @@ async fn note_sold_out(state: &AppState, live: &LiveRound, admission: &Admission
 /// `kafka-async`: one Lua round trip admits; then the coupon goes to Kafka. If Kafka
 /// definitely refuses it, the admission is rolled back (unless the consumer already
 /// confirmed it) and the caller gets 503 with nothing admitted.
-async fn kafka_async(state: &AppState, live: &LiveRound, user: &str) -> Result<Admission, IssueError> {
+async fn kafka_async(
+    state: &AppState,
+    live: &LiveRound,
+    user: &str,
+    attribution: &Attribution,
+) -> Result<Admission, IssueError> {
     let mut redis = state.redis.clone();
     let floor = live.seq_floor();
     let admission =
@@ -84,7 +98,7 @@ async fn kafka_async(state: &AppState, live: &LiveRound, user: &str) -> Result<A
         };
     };
     live.saw_seq(seq);
-    let coupon = IssuedCoupon::new(&live.round, user, seq, slot, at_ms);
+    let coupon = IssuedCoupon::new(&live.round, user, seq, slot, at_ms).attributed(attribution.clone());
     let Err(error) = state.publisher.publish(&coupon).await else {
         return Ok(admission);
     };
@@ -132,6 +146,8 @@ pub async fn settle_unknown(state: &AppState, live: &LiveRound, user: &str) {
             if !published.insert(seq) {
                 continue;
             }
+            // Unattributed (NULL in the row): the user may hold several coupons, and which
+            // of them was this request's is not known.
             let coupon = IssuedCoupon::new(&live.round, user, seq, slot, couponrush_core::wall_clock_ms());
             match state.publisher.publish(&coupon).await {
                 Ok(()) => {
@@ -180,7 +196,12 @@ where
 /// `redis-lock`: one lock per round (token, expiry, compare-and-delete unlock) around
 /// the database transaction. The expiry bounds a crashed holder; if a slow holder
 /// outlives it, the transaction's conditional update still keeps stock exact.
-async fn redis_lock(state: &AppState, live: &LiveRound, user: &str) -> Result<Admission, IssueError> {
+async fn redis_lock(
+    state: &AppState,
+    live: &LiveRound,
+    user: &str,
+    attribution: &Attribution,
+) -> Result<Admission, IssueError> {
     let mut redis = state.redis.clone();
     let token: u64 = rand::rng().random();
     let deadline = Instant::now() + state.lock_wait;
@@ -204,7 +225,7 @@ async fn redis_lock(state: &AppState, live: &LiveRound, user: &str) -> Result<Ad
         let pause = rand::rng().random_range(1..=4);
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
-    let result = with_retry(|| db::issue_sync(&state.db, &live.round, user, RowLock::None)).await;
+    let result = with_retry(|| db::issue_sync(&state.db, &live.round, user, RowLock::None, attribution)).await;
     let unlock = redis::Script::new(
         "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
     );
@@ -226,7 +247,12 @@ enum Gated {
 /// `redis-counter`: `INCR` counts admissions granted or in flight; past the stock the
 /// request fails fast without touching MySQL. A request that does not end in a coupon
 /// gives its place back, so the round still sells exactly its stock.
-async fn counter_gate(state: &AppState, live: &LiveRound, user: &str) -> Result<Gated, IssueError> {
+async fn counter_gate(
+    state: &AppState,
+    live: &LiveRound,
+    user: &str,
+    attribution: &Attribution,
+) -> Result<Gated, IssueError> {
     let mut redis = state.redis.clone();
     let stock = live.stock.load(std::sync::atomic::Ordering::Relaxed);
     let place: u32 = match redis.incr(&live.keys.admitted, 1).await {
@@ -245,7 +271,7 @@ async fn counter_gate(state: &AppState, live: &LiveRound, user: &str) -> Result<
         give_back_place(state, live).await;
         return Ok(Gated::Full);
     }
-    let result = with_retry(|| db::issue_sync(&state.db, &live.round, user, RowLock::None)).await;
+    let result = with_retry(|| db::issue_sync(&state.db, &live.round, user, RowLock::None, attribution)).await;
     if !matches!(result, Ok(Admission::Issued { .. })) {
         give_back_place(state, live).await;
     }
@@ -263,15 +289,22 @@ async fn give_back_place(state: &AppState, live: &LiveRound) {
 
 /// `redis-counter-set`: `SADD` turns repeat requests away before the counter (seed 004,
 /// phase 4); the counter gate and MySQL do the rest.
-async fn counter_set_gate(state: &AppState, live: &LiveRound, user: &str) -> Result<Gated, IssueError> {
+async fn counter_set_gate(
+    state: &AppState,
+    live: &LiveRound,
+    user: &str,
+    attribution: &Attribution,
+) -> Result<Gated, IssueError> {
     let mut redis = state.redis.clone();
     let first: bool = redis.sadd(&live.keys.users, user).await.map_err(IssueError::Gate)?;
     if !first {
         // A repeat: MySQL knows its seq (or, if the first request is still in flight or
         // failed, handles it as a fresh request; it is correct on its own).
-        return with_retry(|| db::issue_sync(&state.db, &live.round, user, RowLock::None)).await.map(Gated::Decided);
+        return with_retry(|| db::issue_sync(&state.db, &live.round, user, RowLock::None, attribution))
+            .await
+            .map(Gated::Decided);
     }
-    let result = counter_gate(state, live, user).await;
+    let result = counter_gate(state, live, user, attribution).await;
     if !matches!(result, Ok(Gated::Decided(Admission::Issued { .. } | Admission::AlreadyIssued { .. }))) {
         let removed: redis::RedisResult<i64> = redis.srem(&live.keys.users, user).await;
         if let Err(error) = removed {
