@@ -67,6 +67,9 @@ step "monitoring: promtool (cached)" e2e/cluster/build.sh promtool
 step "control plane: start (kwok nodes)" e2e/cluster/cluster.sh up
 eval "$(e2e/cluster/cluster.sh env)"
 step "format: cargo fmt --check" cargo fmt --all --check
+# Every script parses (a merge that leaves a conflict marker in one fails here, not
+# half-way through a run).
+step "lint: every shell script parses (bash -n)" bash -c 'git ls-files -z "*.sh" .ci/run | xargs -0 -n1 bash -n'
 step "lint: cargo clippy -D warnings" cargo clippy --workspace --all-targets -- -D warnings
 step "build: workspace and tests" cargo build --workspace --all-targets
 step "tier 1: unit tests (no I/O)" cargo test --workspace --lib --bins

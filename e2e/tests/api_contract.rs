@@ -226,7 +226,9 @@ async fn a_sold_out_round_answers_before_the_token_is_checked() -> anyhow::Resul
 
     let unauthenticated = post().send().await?;
     assert_eq!(unauthenticated.status().as_u16(), 401, "a live round checks the token first");
-    assert_eq!(post().bearer_auth(token("winner")).send().await?.status().as_u16(), 201);
+    let won = post().bearer_auth(token("winner")).send().await?;
+    assert_eq!(won.status().as_u16(), 201);
+    let seq = won.json::<Value>().await?["seq"].clone();
     let sold_out = snapshot(&scope, &round).await?;
     for (what, request) in [
         ("no token", post()),
@@ -238,6 +240,11 @@ async fn a_sold_out_round_answers_before_the_token_is_checked() -> anyhow::Resul
         assert_eq!(response.json::<Value>().await?["status"], "SOLD_OUT", "{what}");
     }
     assert_eq!(snapshot(&scope, &round).await?, sold_out, "answering sold-out changed a backend");
+    // The winner's own retry is answered from memory too (410: the round is sold out), so
+    // a client that lost its 201 (or got OUTCOME_UNKNOWN) learns its coupon from GET.
+    assert_eq!(post().bearer_auth(token("winner")).send().await?.status().as_u16(), 410);
+    let mine: Value = client.get(issuer.issue_url(&round)).bearer_auth(token("winner")).send().await?.json().await?;
+    assert_eq!((mine["status"].clone(), mine["seq"].clone()), (Value::from("ISSUED"), seq), "{mine}");
     issuer.stop().await
 }
 

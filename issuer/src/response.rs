@@ -36,7 +36,8 @@ pub enum Reply {
     /// A backend did not answer; nothing was admitted.
     Unavailable,
     /// A backend did not confirm in time: the request may or may not have been admitted.
-    /// A retry is safe and tells (the same seq comes back if it was).
+    /// A retry is safe and tells (the same seq comes back if it was, while the round has
+    /// stock); `GET` tells in any case.
     OutcomeUnknown,
     /// The round's state in Redis vanished or went back in time: admissions are paused
     /// until it is recovered, so that no seq is handed out twice. Nothing was admitted.
@@ -184,7 +185,7 @@ impl Reply {
             }
             Reply::OutcomeUnknown => Body {
                 status,
-                message: "the backend did not confirm in time: you may or may not have a coupon; retry, a retry returns your coupon if you got one",
+                message: "the backend did not confirm in time: you may or may not have a coupon; GET this URL to see whether you hold one (a retry returns it too, unless the round has sold out meanwhile: then it answers SOLD_OUT)",
                 ..Body::default()
             },
             Reply::RoundPaused => Body {
