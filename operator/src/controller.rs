@@ -130,10 +130,13 @@ async fn reconcile(ce: Arc<CouponEvent>, context: Arc<Context>) -> Result<Action
         clock_moves: context.clock.moves_so_far(),
     };
     let started = Instant::now();
-    if let Some(wait) = context.pace.wait(&key, &fingerprint, started) {
+    if let Some(wait) = context.pace.wait(&key, &fingerprint, started).filter(|wait| *wait <= DEFER_AT_MOST) {
         // A watch event (our own status write, a Deployment's rollout) for an event whose
-        // next pass is already scheduled: the kube scheduler keeps the earlier of the two
-        // runs, so asking again for the same instant changes nothing.
+        // next pass is already scheduled soon: the kube scheduler keeps the earlier of the
+        // two runs, so asking again for the same instant changes nothing. Only short
+        // waits are deferred (the status-write storm of a live round): a daily event's
+        // round-2 test once stayed Scheduled past its warm-up with long deferrals (cause
+        // not found), and an idle event gets no watch events to defer anyway.
         context.metrics.reconciles_deferred.inc();
         tracing::debug!(event = %key, wait_ms = wait.as_millis(), "pass deferred: its scheduled run is due later");
         return Ok(Action::requeue(wait));
@@ -179,6 +182,9 @@ async fn reconcile(ce: Arc<CouponEvent>, context: Arc<Context>) -> Result<Action
 fn action_after(next: Duration) -> Action {
     if next == NEVER { Action::await_change() } else { Action::requeue(next) }
 }
+
+/// The longest wait a watch-triggered pass is deferred by (one count interval).
+const DEFER_AT_MOST: Duration = crate::phase::COUNT_EVERY;
 
 /// "Only when something changes", as a requeue duration.
 const NEVER: Duration = Duration::MAX;
