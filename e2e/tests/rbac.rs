@@ -222,7 +222,8 @@ fn config(installed: &Installed, listen: std::net::SocketAddr, watch: &[String])
         leader_election_namespace: installed.namespace.clone(),
         leader_election_lease: "couponrush-operator".into(),
         identity: "operator-rbac".into(),
-        lease_duration: Duration::from_secs(3),
+        // Long enough that a renewal stalled by a loaded machine does not end the run.
+        lease_duration: Duration::from_secs(15),
         watch_namespaces: watch.to_vec(),
         log_json: false,
     }

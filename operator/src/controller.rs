@@ -134,9 +134,8 @@ async fn reconcile(ce: Arc<CouponEvent>, context: Arc<Context>) -> Result<Action
         // A watch event (our own status write, a Deployment's rollout) for an event whose
         // next pass is already scheduled soon: the kube scheduler keeps the earlier of the
         // two runs, so asking again for the same instant changes nothing. Only short
-        // waits are deferred (the status-write storm of a live round): a daily event's
-        // round-2 test once stayed Scheduled past its warm-up with long deferrals (cause
-        // not found), and an idle event gets no watch events to defer anyway.
+        // waits are deferred: that is the status-write storm of a live round, and an idle
+        // event gets no watch events to defer anyway.
         context.metrics.reconciles_deferred.inc();
         tracing::debug!(event = %key, wait_ms = wait.as_millis(), "pass deferred: its scheduled run is due later");
         return Ok(Action::requeue(wait));
