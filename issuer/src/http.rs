@@ -158,6 +158,9 @@ struct Phase {
     started: Instant,
     /// `(milliseconds since started) << 2 | phase`.
     word: AtomicU64,
+    /// The read that found no deadline while a request ran: woken when the request
+    /// ends, so that it arms the idle deadline (hyper may not read again by itself).
+    reader: futures::task::AtomicWaker,
 }
 
 const HEAD: u64 = 0;
@@ -166,7 +169,7 @@ const IDLE: u64 = 2;
 
 impl Phase {
     fn new() -> Self {
-        Self { started: Instant::now(), word: AtomicU64::new(HEAD) }
+        Self { started: Instant::now(), word: AtomicU64::new(HEAD), reader: futures::task::AtomicWaker::new() }
     }
 
     fn enter(&self, phase: u64) {
@@ -180,6 +183,7 @@ impl Phase {
 
     fn request_ended(&self) {
         self.enter(IDLE);
+        self.reader.wake();
     }
 
     /// Bytes arrived: after an idle spell, a new request head has begun.
@@ -231,7 +235,14 @@ impl AsyncRead for Watched {
             }
             Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
             Poll::Pending => {
-                let Some((deadline, reason)) = this.phase.deadline(&this.limits) else {
+                // Inside a request there is no deadline of ours, but the request's end must
+                // make this read look again (registered, then checked once more, so that an
+                // end in between is not missed).
+                let found = this.phase.deadline(&this.limits).or_else(|| {
+                    this.phase.reader.register(cx.waker());
+                    this.phase.deadline(&this.limits)
+                });
+                let Some((deadline, reason)) = found else {
                     return Poll::Pending;
                 };
                 if this.timer.deadline() != deadline {
