@@ -24,6 +24,11 @@ use tokio_util::sync::CancellationToken;
 /// The HS256 secret test issuers accept.
 pub const JWT_SECRET: &str = "e2e-test-secret";
 
+/// The issuer's defaults, with the tests' token secret.
+pub fn issuer_config() -> ServeConfig {
+    ServeConfig { jwt_hs256_secret: Some(JWT_SECRET.to_owned()), ..ServeConfig::default() }
+}
+
 /// Where the local backends are (the same defaults and variables as e2e/backends.sh).
 #[derive(Clone, Debug)]
 pub struct Env {
@@ -147,8 +152,7 @@ impl Scope {
 
     /// Starts an issuer in this process on a free port.
     pub async fn start_issuer(&self) -> anyhow::Result<Issuer> {
-        let config = ServeConfig { jwt_hs256_secret: Some(JWT_SECRET.to_owned()), ..ServeConfig::default() };
-        self.start_issuer_with(self.backends(), config).await
+        self.start_issuer_with(self.backends(), issuer_config()).await
     }
 
     /// Starts an issuer in this process with the given configuration.

@@ -212,6 +212,39 @@ async fn a_token_for_another_audience_gets_401_and_changes_nothing() -> anyhow::
     issuer.stop().await
 }
 
+/// `redis-lock`: a request that cannot take the round's lock within the wait limit is
+/// answered 503 UNAVAILABLE with Retry-After, and nothing was issued; once the lock is
+/// free the same user is admitted.
+#[tokio::test]
+async fn a_lock_held_past_the_wait_limit_gets_503_and_changes_nothing() -> anyhow::Result<()> {
+    let scope = Scope::new("lock-wait").await?;
+    let round = scope.round("lock")?;
+    scope.prewarm(&round, Strategy::RedisLock, 10, Duration::ZERO).await?;
+    let config = couponrush_issuer::config::ServeConfig {
+        lock_wait: Duration::from_millis(300),
+        ..couponrush_e2e::issuer_config()
+    };
+    let issuer = scope.start_issuer_with(scope.backends(), config).await?;
+    let lock = RoundKeys::new(&round).lock;
+    let mut redis = scope.redis().await?;
+    // Another holder (a stalled issuer) keeps the lock for longer than the wait limit.
+    let _: () =
+        redis::cmd("SET").arg(&lock).arg("a-stalled-holder").arg("PX").arg(30_000).query_async(&mut redis).await?;
+    let before = snapshot(&scope, &round).await?;
+    let client = reqwest::Client::new();
+    let response = client.post(issuer.issue_url(&round)).bearer_auth(token("u-waits")).send().await?;
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(response.headers().get("retry-after").map(|v| v.as_bytes()), Some(&b"1"[..]));
+    assert_eq!(response.json::<Value>().await?["status"], "UNAVAILABLE");
+    assert_eq!(snapshot(&scope, &round).await?, before, "a lock timeout changed a backend");
+    assert_eq!(redis.get::<_, String>(&lock).await?, "a-stalled-holder", "the other holder's lock was touched");
+
+    let _: () = redis.del(&lock).await?;
+    let response = client.post(issuer.issue_url(&round)).bearer_auth(token("u-waits")).send().await?;
+    assert_eq!(response.status().as_u16(), 201, "the lock is free again");
+    issuer.stop().await
+}
+
 /// After the sell-out nearly every request is for a sold-out round, so the issuer answers
 /// it from memory before it spends a signature check on the token: 410 even without a
 /// valid token (the round's state is public anyway), and still nothing changes.
