@@ -14,12 +14,14 @@ ARG RUST_IMAGE=rust:1-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
 FROM ${RUST_IMAGE} AS builder
-# librdkafka is built from source by rdkafka-sys (make + gcc) and needs zlib.
+# librdkafka is built from source by rdkafka-sys (make + gcc) and needs zlib, and
+# OpenSSL's headers for TLS to managed Kafka (the runtime image has libssl3).
 # LIBZ_SYS_STATIC=1 links zlib statically, so the binaries need no libz.so.1 in the runtime
 # image (the check below fails the build if they do). The release profile keeps line tables
 # for the benchmark's flame graphs; the image does not need them (strip: 270 MB -> tens).
-RUN command -v cc && test -e /usr/include/zlib.h \
- || (apt-get update && apt-get install -y --no-install-recommends zlib1g-dev && rm -rf /var/lib/apt/lists/*)
+RUN command -v cc && test -e /usr/include/zlib.h && test -e /usr/include/openssl/ssl.h \
+ || (apt-get update && apt-get install -y --no-install-recommends zlib1g-dev libssl-dev pkg-config \
+     && rm -rf /var/lib/apt/lists/*)
 ENV LIBZ_SYS_STATIC=1 \
     CARGO_TERM_COLOR=never
 WORKDIR /src

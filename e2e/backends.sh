@@ -129,7 +129,7 @@ alive() {
 # reuse and never matches, say, a `tail -f` of one of our logs.
 ours() {
   local comm
-  comm=$(<"/proc/$1/comm") 2>/dev/null || return 1
+  { comm=$(<"/proc/$1/comm"); } 2>/dev/null || return 1
   case $comm in redis-server | mariadbd | java) ;; *) return 1 ;; esac
   alive "$1" || return 1
   [[ "$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null)" == *"$2/"* ]]
@@ -254,6 +254,10 @@ packages_for() {
       command -v "$JAVA" >/dev/null || echo openjdk-17-jre-headless
       command -v mvn >/dev/null || echo maven
       ;;
+    # Not a server: what the Rust build needs beyond a C compiler. librdkafka (rdkafka's
+    # `ssl` feature, for managed Kafka) links the system's OpenSSL; every script that
+    # builds the binaries runs `up` first, which installs these too.
+    build) echo pkg-config libssl-dev ;;
   esac
   # TLS mode makes its CA and certificate with the openssl CLI.
   if ((TLS)); then echo openssl; fi
@@ -923,7 +927,7 @@ main() {
       ((${#comps[@]})) || comps=("${DEFAULT_COMPONENTS[@]}")
       take_lock
       check_state_mode
-      install_packages "${comps[@]}"
+      install_packages "${comps[@]}" build
       if ((TLS)); then tls_make && tls_load; fi
       for c in "${comps[@]}"; do "$(fn "$c" up)"; done
       ;;
@@ -938,7 +942,7 @@ main() {
       take_lock
       for c in "${comps[@]}"; do "$(fn "$c" down)"; done
       check_state_mode
-      install_packages "${comps[@]}"
+      install_packages "${comps[@]}" build
       if ((TLS)); then tls_make && tls_load; fi
       for c in "${comps[@]}"; do "$(fn "$c" up)"; done
       ;;

@@ -34,8 +34,30 @@ started_node=""
 e2e/pods/node.sh status >/dev/null 2>&1 || started_node=yes
 started_engine=""
 e2e/pods/engine.sh status >/dev/null 2>&1 || started_engine=yes
+# Managed backends: a second Redis, MariaDB and Kafka with TLS and logins on (a CA made
+# for the run), on ports and a state dir of their own, up only for their tests.
+tls_backends=(env BACKENDS_TLS=1 COUPONRUSH_STATE_DIR="${COUPONRUSH_STATE_DIR:-$repo/.state}/tls-backends"
+  REDIS_PORT="${TLS_REDIS_PORT:-16380}" MYSQL_PORT="${TLS_MYSQL_PORT:-13307}" KAFKA_PORT="${TLS_KAFKA_PORT:-19094}"
+  KAFKA_CONTROLLER_PORT="${TLS_KAFKA_CONTROLLER_PORT:-19095}" KAFKA_SSL_PORT="${TLS_KAFKA_SSL_PORT:-19096}"
+  e2e/backends.sh)
+started_tls_backends=""
+managed_backends_tests() {
+  started_tls_backends=yes
+  "${tls_backends[@]}" up redis mysql kafka
+  # A subshell: the TLS variables replace the plaintext ones for this test only.
+  (
+    eval "$("${tls_backends[@]}" env)"
+    cargo test -p couponrush-e2e --test managed_backends -- --test-threads=1
+  )
+  "${tls_backends[@]}" down redis mysql kafka
+  started_tls_backends=""
+}
 cleanup() {
   local code=$?
+  if [ -n "$started_tls_backends" ]; then
+    echo "==> stopping the TLS backends"
+    "${tls_backends[@]}" down redis mysql kafka || true
+  fi
   if [ ${#started_backends[@]} -gt 0 ]; then
     echo "==> stopping what this run started: ${started_backends[*]}"
     e2e/backends.sh down "${started_backends[@]}" || true
@@ -79,6 +101,8 @@ step "tier 1: the benchmark's load generator against a local server" cargo test 
 backend_tests=(--test backends --test api_contract --test consumer --test spike --test faults --test redis_cluster
   --test disconnects --test redis_loss --test user_ids --test export --test slow_clients --test audit)
 step "tier 2: real Redis, Kafka, MariaDB" cargo test -p couponrush-e2e "${backend_tests[@]}" -- --test-threads=1
+step "tier 2: managed backends (TLS and logins on)" \
+  managed_backends_tests
 step "tier 2: k6 smoke scenario against a local issuer" e2e/smoke.sh
 step "tier 3: operator on a real control plane" cargo test -p couponrush-e2e --test operator -- --test-threads=1
 step "tier 3: operator as the chart's ServiceAccount (RBAC)" cargo test -p couponrush-e2e --test rbac -- --test-threads=1

@@ -49,6 +49,9 @@ pub struct Config {
     /// Log as JSON lines instead of text.
     #[arg(long, env = env::LOG_JSON)]
     pub log_json: bool,
+    /// TLS and authentication for managed backends.
+    #[command(flatten)]
+    pub tls: couponrush_core::backend_tls::BackendTls,
 }
 
 #[cfg(test)]

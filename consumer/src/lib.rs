@@ -13,10 +13,8 @@ use std::time::Duration;
 
 use couponrush_core::kafka::{dead_letter_topic, producer_config};
 use couponrush_core::ops::{self, Ops};
-use couponrush_core::redis_conn::RedisTarget;
 use couponrush_core::{db, kafka};
 use prometheus_client::registry::Registry;
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use tokio_util::sync::CancellationToken;
 
@@ -31,13 +29,14 @@ pub async fn run(config: Config, listener: tokio::net::TcpListener, shutdown: Ca
     let ops = Ops::new(registry);
     let ops_server = tokio::spawn(ops::serve(listener, ops.router(), shutdown.clone()));
 
-    let pool = db::connect(&config.database_url, 4).await?;
+    let pool = config.tls.connect_database(&config.database_url, 4).await?;
     db::migrate(&pool).await?;
-    let redis = RedisTarget::new(&config.redis_url, config.redis_cluster).connect().await?;
-    kafka::ensure_topics(&config.kafka_brokers, &config.kafka_topic, 4).await?;
+    let redis = config.tls.redis(&config.redis_url, config.redis_cluster).connect().await?;
+    let kafka = config.tls.kafka(&config.kafka_brokers);
+    kafka::ensure_topics(&kafka, &config.kafka_topic, 4).await?;
 
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka_brokers)
+    let consumer: StreamConsumer = kafka
+        .client_config()
         .set("group.id", &config.kafka_group)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "200")
@@ -52,7 +51,7 @@ pub async fn run(config: Config, listener: tokio::net::TcpListener, shutdown: Ca
         .set("fetch.wait.max.ms", "20")
         .create()?;
     consumer.subscribe(&[&config.kafka_topic])?;
-    let dead_letters = producer_config(&config.kafka_brokers, Duration::from_secs(10)).create()?;
+    let dead_letters = producer_config(&kafka, Duration::from_secs(10)).create()?;
 
     let pipeline = Pipeline {
         consumer,

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::{MySql, QueryBuilder, Row};
 
 use crate::event::{RoundId, RoundSpec};
@@ -18,7 +18,27 @@ const ER_DUP_ENTRY: &str = "23000";
 const MAX_ROWS_PER_INSERT: usize = 2_000;
 
 pub async fn connect(url: &str, max_connections: u32) -> Result<MySqlPool, sqlx::Error> {
-    MySqlPoolOptions::new().max_connections(max_connections).acquire_timeout(Duration::from_secs(5)).connect(url).await
+    connect_with(connect_options(url, None)?, max_connections).await
+}
+
+/// The options of MySQL at `url`, the server's certificate checked against `ca_pem` (PEM
+/// text) when given. The URL's `ssl-mode` says whether TLS is required and what is
+/// verified (`VERIFY_IDENTITY`: the CA and the host name).
+pub fn connect_options(url: &str, ca_pem: Option<&str>) -> Result<MySqlConnectOptions, sqlx::Error> {
+    let options: MySqlConnectOptions = url.parse()?;
+    Ok(match ca_pem {
+        Some(ca_pem) => options.ssl_ca_from_pem(ca_pem.as_bytes().to_vec()),
+        None => options,
+    })
+}
+
+/// A pool of at most `max_connections`.
+pub async fn connect_with(options: MySqlConnectOptions, max_connections: u32) -> Result<MySqlPool, sqlx::Error> {
+    MySqlPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
 }
 
 /// Applies the embedded migrations. sqlx holds a MySQL advisory lock while migrating,

@@ -16,6 +16,7 @@
 //!   configurations share.
 
 pub mod admission;
+pub mod backend_tls;
 pub mod db;
 pub mod duration;
 pub mod event;
@@ -50,4 +51,21 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// `url` with its user and password replaced by `***`, for debug output.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => format!("{}***{}", &url[..scheme_end + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redact_url_hides_user_and_password() {
+        assert_eq!(super::redact_url("rediss://app:s3cr@t@redis:6380"), "rediss://***@redis:6380");
+        assert_eq!(super::redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
 }

@@ -283,7 +283,7 @@ pub fn rebuild_winners(rows: &[(String, u32, u32)], messages: &[crate::message::
 pub async fn recover_round(
     redis: &mut RedisConn,
     pool: &MySqlPool,
-    brokers: &str,
+    kafka: &crate::kafka::KafkaTarget,
     topic: &str,
     round: &RoundId,
     strategy: Strategy,
@@ -292,8 +292,8 @@ pub async fn recover_round(
     let row = db::round_row(pool, round).await?.ok_or_else(|| RecoverError::NotPrewarmed(round.to_string()))?;
     let rows = db::round_coupons(pool, round).await?;
     let messages = if strategy.persists_through_kafka() {
-        let (brokers, topic, wanted) = (brokers.to_owned(), topic.to_owned(), round.clone());
-        tokio::task::spawn_blocking(move || crate::kafka::read_round_coupons(&brokers, &topic, &wanted, deadline))
+        let (kafka, topic, wanted) = (kafka.clone(), topic.to_owned(), round.clone());
+        tokio::task::spawn_blocking(move || crate::kafka::read_round_coupons(&kafka, &topic, &wanted, deadline))
             .await
             .map_err(|_| rdkafka::error::KafkaError::MessageConsumption(rdkafka::types::RDKafkaErrorCode::Fail))??
     } else {

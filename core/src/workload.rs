@@ -33,6 +33,20 @@ pub mod env {
     pub const DATABASE_URL: &str = "DATABASE_URL";
     /// Kafka bootstrap servers.
     pub const KAFKA_BROKERS: &str = "KAFKA_BROKERS";
+    /// CA certificate (PEM text) Redis' TLS certificate is checked against.
+    pub const REDIS_CA_PEM: &str = "REDIS_CA_PEM";
+    /// CA certificate (PEM text) MySQL's TLS certificate is checked against.
+    pub const DATABASE_CA_PEM: &str = "DATABASE_CA_PEM";
+    /// Kafka security protocol: `PLAINTEXT` (default), `SSL`, `SASL_SSL` or `SASL_PLAINTEXT`.
+    pub const KAFKA_SECURITY_PROTOCOL: &str = "KAFKA_SECURITY_PROTOCOL";
+    /// Kafka SASL mechanism: `SCRAM-SHA-512`, `SCRAM-SHA-256` or `PLAIN`.
+    pub const KAFKA_SASL_MECHANISM: &str = "KAFKA_SASL_MECHANISM";
+    /// Kafka SASL user.
+    pub const KAFKA_SASL_USERNAME: &str = "KAFKA_SASL_USERNAME";
+    /// Kafka SASL password.
+    pub const KAFKA_SASL_PASSWORD: &str = "KAFKA_SASL_PASSWORD";
+    /// CA certificate (PEM text) the Kafka brokers' TLS certificates are checked against.
+    pub const KAFKA_CA_PEM: &str = "KAFKA_CA_PEM";
     /// Topic of admitted coupons (one per event when the operator runs the workloads).
     pub const KAFKA_TOPIC: &str = "KAFKA_TOPIC";
     /// The consumer's group (one per event when the operator runs the workloads).
@@ -95,6 +109,18 @@ pub mod env {
 /// first four itself to pre-warm the event.
 pub const BACKENDS_SECRET_KEYS: [&str; 5] =
     [env::REDIS_URL, env::REDIS_CLUSTER, env::DATABASE_URL, env::KAFKA_BROKERS, env::JWT_HS256_SECRET];
+
+/// Optional keys of the backends Secret, for managed backends: TLS CAs and Kafka's SASL
+/// login ([`crate::backend_tls::BackendTls`]). Redis and MySQL credentials go in their URLs.
+pub const BACKENDS_SECRET_TLS_KEYS: [&str; 7] = [
+    env::REDIS_CA_PEM,
+    env::DATABASE_CA_PEM,
+    env::KAFKA_SECURITY_PROTOCOL,
+    env::KAFKA_SASL_MECHANISM,
+    env::KAFKA_SASL_USERNAME,
+    env::KAFKA_SASL_PASSWORD,
+    env::KAFKA_CA_PEM,
+];
 
 /// Liveness: answers as soon as the process serves; no backend is asked.
 pub const HEALTHZ_PATH: &str = "/healthz";

@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use couponrush_core::backend_tls::BackendTls;
 use couponrush_core::event::{EventId, RoundId, RoundSpec, Strategy};
+use couponrush_core::kafka::KafkaTarget;
 use couponrush_core::redis_conn::{RedisConn, RedisTarget};
 use couponrush_core::{db, kafka, prewarm};
 use couponrush_issuer::config::{Backends, ServeConfig};
@@ -36,6 +38,9 @@ pub struct Env {
     pub redis_cluster_urls: String,
     pub database_url: String,
     pub kafka_brokers: String,
+    /// TLS and authentication (`BACKENDS_TLS=1 e2e/backends.sh env` sets them; unset:
+    /// plaintext).
+    pub tls: BackendTls,
 }
 
 impl Env {
@@ -49,7 +54,13 @@ impl Env {
             ),
             database_url: var("DATABASE_URL", "mysql://couponrush:couponrush@127.0.0.1:13306/couponrush"),
             kafka_brokers: var("KAFKA_BROKERS", "127.0.0.1:19092"),
+            tls: BackendTls::from_lookup(|key| std::env::var(key).ok())
+                .unwrap_or_else(|error| panic!("the backends' TLS settings in the environment: {error}")),
         }
+    }
+
+    pub fn kafka(&self) -> KafkaTarget {
+        self.tls.kafka(&self.kafka_brokers)
     }
 }
 
@@ -82,14 +93,20 @@ impl Scope {
     async fn with_redis(name: &str, cluster: bool) -> anyhow::Result<Self> {
         let env = Env::from_env();
         let database = unique(&format!("t_{name}")).replace('-', "_");
-        let admin =
-            db::connect(&env.database_url, 1).await.context("MariaDB is not answering: run e2e/backends.sh up")?;
+        let admin = env
+            .tls
+            .connect_database(&env.database_url, 1)
+            .await
+            .context("MariaDB is not answering: run e2e/backends.sh up")?;
         sqlx::query(&format!("CREATE DATABASE `{database}`")).execute(&admin).await?;
-        let base = env.database_url.rsplit_once('/').map_or(env.database_url.as_str(), |(base, _)| base);
-        let database_url = format!("{base}/{database}");
-        db::migrate(&db::connect(&database_url, 1).await?).await?;
+        // The same server and options (`?ssl-mode=...`), another database.
+        let (address, options) = env.database_url.split_once('?').unwrap_or((env.database_url.as_str(), ""));
+        let base = address.rsplit_once('/').map_or(address, |(base, _)| base);
+        let database_url =
+            if options.is_empty() { format!("{base}/{database}") } else { format!("{base}/{database}?{options}") };
+        db::migrate(&env.tls.connect_database(&database_url, 1).await?).await?;
         let topic = unique(&format!("test.{name}"));
-        kafka::ensure_topics(&env.kafka_brokers, &topic, 4)
+        kafka::ensure_topics(&env.kafka(), &topic, 4)
             .await
             .context("Kafka is not answering: run e2e/backends.sh up")?;
         Ok(Self { env, cluster, database_url, topic, namespace: unique("ns") })
@@ -97,9 +114,9 @@ impl Scope {
 
     pub fn redis_target(&self) -> RedisTarget {
         if self.cluster {
-            RedisTarget::new(&self.env.redis_cluster_urls, true)
+            self.env.tls.redis(&self.env.redis_cluster_urls, true)
         } else {
-            RedisTarget::new(&self.env.redis_url, false)
+            self.env.tls.redis(&self.env.redis_url, false)
         }
     }
 
@@ -108,7 +125,7 @@ impl Scope {
     }
 
     pub async fn pool(&self) -> anyhow::Result<MySqlPool> {
-        Ok(db::connect(&self.database_url, 4).await?)
+        Ok(self.env.tls.connect_database(&self.database_url, 4).await?)
     }
 
     pub fn backends(&self) -> Backends {
@@ -120,6 +137,7 @@ impl Scope {
             kafka_brokers: self.env.kafka_brokers.clone(),
             kafka_topic: self.topic.clone(),
             kafka_delivery_timeout: Duration::from_secs(3),
+            tls: self.env.tls.clone(),
         }
     }
 
@@ -184,6 +202,7 @@ impl Scope {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             shutdown_grace: Duration::from_secs(5),
             log_json: false,
+            tls: self.env.tls.clone(),
         }
     }
 

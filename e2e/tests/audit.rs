@@ -203,7 +203,7 @@ async fn both_message_versions_are_stored_and_reconciled_coupons_are_unattribute
     // An admission whose issuer died before publishing: reconciliation publishes it.
     admit("lost").await?;
     scope.wait_for_rows(&round, 2, Duration::from_secs(20)).await?;
-    let publisher = Publisher::new(&scope.env.kafka_brokers, &scope.topic, Duration::from_secs(5))?;
+    let publisher = Publisher::new(&scope.env.kafka(), &scope.topic, Duration::from_secs(5))?;
     let report = reconcile::reconcile_round(&mut redis, &pool, &publisher, &round).await?;
     assert_eq!(report.republished, 1, "{report:?}");
 

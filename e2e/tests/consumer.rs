@@ -70,7 +70,7 @@ async fn reconciliation_republishes_an_admission_that_never_reached_kafka() -> a
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(db::count_coupons(&pool, &round).await?, 0);
 
-    let publisher = Publisher::new(&scope.env.kafka_brokers, &scope.topic, Duration::from_secs(5))?;
+    let publisher = Publisher::new(&scope.env.kafka(), &scope.topic, Duration::from_secs(5))?;
     let report = reconcile::reconcile_round(&mut redis, &pool, &publisher, &round).await?;
     assert_eq!((report.admitted, report.persisted, report.republished), (2, 0, 2));
     scope.wait_for_rows(&round, 2, Duration::from_secs(20)).await?;
@@ -93,7 +93,7 @@ async fn a_seq_reused_for_another_user_is_a_conflict_not_a_persisted_coupon() ->
     let consumer = scope.start_consumer().await?;
     let keys = RoundKeys::new(&round);
     let mut redis = scope.redis().await?;
-    let publisher = Publisher::new(&scope.env.kafka_brokers, &scope.topic, Duration::from_secs(5))?;
+    let publisher = Publisher::new(&scope.env.kafka(), &scope.topic, Duration::from_secs(5))?;
     let pool = scope.pool().await?;
 
     let ann = admission::admit(&mut redis, &keys, &round.to_string(), "ann").await?;

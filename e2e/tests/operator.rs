@@ -172,6 +172,7 @@ async fn start_issuer_as_configured(cluster: &Cluster, event: &str) -> anyhow::R
         kafka_brokers: value("KAFKA_BROKERS")?,
         kafka_topic: env("KAFKA_TOPIC").context("KAFKA_TOPIC")?,
         kafka_delivery_timeout: Duration::from_secs(5),
+        tls: couponrush_core::backend_tls::BackendTls::from_lookup(|key| value(key).ok())?,
     };
     let mut scope = cluster.scope.clone();
     scope.topic = backends.kafka_topic.clone();
@@ -747,9 +748,9 @@ async fn a_round_whose_redis_state_is_flushed_is_never_completed() -> anyhow::Re
     let topic = couponrush_operator::resources::topic_name(&cluster.namespace, "flushed");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let pool = cluster.scope.pool().await?;
-    let brokers = &cluster.scope.env.kafka_brokers;
+    let kafka = cluster.scope.env.kafka();
     let strategy = couponrush_core::event::Strategy::KafkaAsync;
-    let recovered = recover_round(&mut redis, &pool, brokers, &topic, &round, strategy, deadline).await?;
+    let recovered = recover_round(&mut redis, &pool, &kafka, &topic, &round, strategy, deadline).await?;
     assert_eq!((recovered.winners, recovered.seq, recovered.remaining), (20, 20, 80), "{recovered:?}");
     wait_until("RoundStateLost cleared", Duration::from_secs(20), || async {
         Ok(condition(&api.get("flushed").await?, "RoundStateLost").is_some_and(|(status, _)| status == "False"))

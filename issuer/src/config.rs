@@ -80,6 +80,23 @@ pub struct Backends {
     /// How long Kafka may take to acknowledge a coupon before its admission is rolled back.
     #[arg(long, env = env::KAFKA_DELIVERY_TIMEOUT, default_value = "5s", value_parser = parse_duration, global = true)]
     pub kafka_delivery_timeout: Duration,
+    /// TLS and authentication for managed backends.
+    #[command(flatten)]
+    pub tls: couponrush_core::backend_tls::BackendTls,
+}
+
+impl Backends {
+    pub fn redis(&self) -> couponrush_core::redis_conn::RedisTarget {
+        self.tls.redis(&self.redis_url, self.redis_cluster)
+    }
+
+    pub fn kafka(&self) -> couponrush_core::kafka::KafkaTarget {
+        self.tls.kafka(&self.kafka_brokers)
+    }
+
+    pub async fn connect_database(&self, max_connections: u32) -> Result<sqlx::MySqlPool, sqlx::Error> {
+        self.tls.connect_database(&self.database_url, max_connections).await
+    }
 }
 
 #[derive(Debug, Clone, Args)]

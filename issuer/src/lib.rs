@@ -23,7 +23,6 @@ use std::sync::Arc;
 
 use couponrush_core::kafka::Publisher;
 use couponrush_core::ops::Ops;
-use couponrush_core::redis_conn::RedisTarget;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -36,14 +35,13 @@ use crate::state::AppState;
 /// Connects the backends and builds the shared state; no background task yet.
 pub async fn build_state(backends: &Backends, config: &ServeConfig) -> anyhow::Result<(Arc<AppState>, Registry)> {
     let auth = Authenticator::from_config(config)?;
-    let target = RedisTarget::new(&backends.redis_url, backends.redis_cluster);
-    let redis = target.connect().await?;
+    let redis = backends.redis().connect().await?;
     // Lazy: kafka-async serves without MySQL; the pool connects on first use.
     let db = sqlx::mysql::MySqlPoolOptions::new()
         .max_connections(config.database_max_connections)
         .acquire_timeout(std::time::Duration::from_secs(3))
-        .connect_lazy(&backends.database_url)?;
-    let publisher = Publisher::new(&backends.kafka_brokers, &backends.kafka_topic, backends.kafka_delivery_timeout)?;
+        .connect_lazy_with(backends.tls.database(&backends.database_url)?);
+    let publisher = Publisher::new(&backends.kafka(), &backends.kafka_topic, backends.kafka_delivery_timeout)?;
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let state = AppState {
@@ -71,7 +69,7 @@ pub async fn run(
     let (state, registry) = build_state(&backends, &config).await?;
     let ops = Ops::new(registry);
     let background = CancellationToken::new();
-    let target = RedisTarget::new(&backends.redis_url, backends.redis_cluster);
+    let target = backends.redis();
     let tasks = [
         tokio::spawn(events::refresh_loop(state.events.clone(), background.clone())),
         tokio::spawn(events::sold_out_listener(state.events.clone(), target, background.clone())),

@@ -4,7 +4,6 @@
 use clap::Parser;
 use couponrush_core::event::{EventId, RoundSpec};
 use couponrush_core::kafka::Publisher;
-use couponrush_core::redis_conn::RedisTarget;
 use couponrush_core::{db, prewarm, reconcile, shutdown, telemetry};
 use couponrush_issuer::config::{Backends, Cli, Command, ExportArgs, PrewarmArgs, RecoverArgs, RoundArgs};
 
@@ -23,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Recover(args) => recover_round(&backends, args).await,
         Command::Export(args) => export_round(&backends, args).await,
         Command::Migrate => {
-            db::migrate(&db::connect(&backends.database_url, 2).await?).await?;
+            db::migrate(&backends.connect_database(2).await?).await?;
             tracing::info!("schema is up to date");
             Ok(())
         }
@@ -45,11 +44,11 @@ async fn prewarm_round(backends: &Backends, args: PrewarmArgs) -> anyhow::Result
         end_ms: args.ends_at.map(|t| t.as_millisecond()),
         strategy: args.strategy,
     };
-    let mut redis = RedisTarget::new(&backends.redis_url, backends.redis_cluster).connect().await?;
-    let pool = db::connect(&backends.database_url, 2).await?;
+    let mut redis = backends.redis().connect().await?;
+    let pool = backends.connect_database(2).await?;
     db::migrate(&pool).await?;
     if args.strategy == couponrush_core::event::Strategy::KafkaAsync {
-        couponrush_core::kafka::ensure_topics(&backends.kafka_brokers, &backends.kafka_topic, 4).await?;
+        couponrush_core::kafka::ensure_topics(&backends.kafka(), &backends.kafka_topic, 4).await?;
     }
     let done = prewarm::prewarm(&mut redis, &pool, &round, &spec).await?;
     tracing::info!(%round, stock = spec.stock, remaining = done.remaining, created = done.created, strategy = %spec.strategy, "round pre-warmed");
@@ -58,9 +57,9 @@ async fn prewarm_round(backends: &Backends, args: PrewarmArgs) -> anyhow::Result
 
 async fn reconcile_round(backends: &Backends, args: RoundArgs) -> anyhow::Result<()> {
     let round = EventId::new(&args.namespace, &args.name)?.round(args.round);
-    let mut redis = RedisTarget::new(&backends.redis_url, backends.redis_cluster).connect().await?;
-    let pool = db::connect(&backends.database_url, 2).await?;
-    let publisher = Publisher::new(&backends.kafka_brokers, &backends.kafka_topic, backends.kafka_delivery_timeout)?;
+    let mut redis = backends.redis().connect().await?;
+    let pool = backends.connect_database(2).await?;
+    let publisher = Publisher::new(&backends.kafka(), &backends.kafka_topic, backends.kafka_delivery_timeout)?;
     let report = reconcile::reconcile_round(&mut redis, &pool, &publisher, &round).await?;
     publisher.flush(std::time::Duration::from_secs(10))?;
     tracing::info!(%round, admitted = report.admitted, persisted = report.persisted, republished = report.republished, "reconciled");
@@ -69,23 +68,22 @@ async fn reconcile_round(backends: &Backends, args: RoundArgs) -> anyhow::Result
 
 async fn recover_round(backends: &Backends, args: RecoverArgs) -> anyhow::Result<()> {
     let round = EventId::new(&args.round.namespace, &args.round.name)?.round(args.round.round);
-    let mut redis = RedisTarget::new(&backends.redis_url, backends.redis_cluster).connect().await?;
-    let pool = db::connect(&backends.database_url, 2).await?;
+    let mut redis = backends.redis().connect().await?;
+    let pool = backends.connect_database(2).await?;
     let deadline = std::time::Instant::now() + args.timeout;
     let topic = &backends.kafka_topic;
     let done =
-        prewarm::recover_round(&mut redis, &pool, &backends.kafka_brokers, topic, &round, args.strategy, deadline)
-            .await?;
+        prewarm::recover_round(&mut redis, &pool, &backends.kafka(), topic, &round, args.strategy, deadline).await?;
     tracing::info!(%round, winners = done.winners, from_kafka_only = done.from_kafka_only, conflicts = done.conflicts, seq = done.seq, remaining = done.remaining, "round recovered");
     Ok(())
 }
 
 async fn export_round(backends: &Backends, args: ExportArgs) -> anyhow::Result<()> {
     let round = EventId::new(&args.round.namespace, &args.round.name)?.round(args.round.round);
-    let pool = db::connect(&backends.database_url, 1).await?;
+    let pool = backends.connect_database(1).await?;
     let written = couponrush_issuer::export::write_round(&pool, &round, args.format, std::io::stdout().lock()).await?;
     // Redis' winners, where the strategy keeps them, say whether every coupon is stored yet.
-    let stored_all = match RedisTarget::new(&backends.redis_url, backends.redis_cluster).connect().await {
+    let stored_all = match backends.redis().connect().await {
         Ok(mut redis) => {
             let winners: Option<u64> =
                 redis::AsyncCommands::hlen(&mut redis, couponrush_core::keys::RoundKeys::new(&round).winners)

@@ -6,8 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use couponrush_core::kafka::Publisher;
-use couponrush_core::redis_conn::{RedisConn, RedisTarget};
+use couponrush_core::backend_tls::BackendTls;
+use couponrush_core::kafka::{KafkaTarget, Publisher};
+use couponrush_core::redis_conn::RedisConn;
 use couponrush_core::workload::env;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
@@ -22,12 +23,14 @@ pub struct Endpoints {
     pub redis_cluster: bool,
     pub database_url: String,
     pub kafka_brokers: String,
+    /// TLS and authentication, for managed backends (all unset: plaintext).
+    pub tls: BackendTls,
 }
 
 pub struct Clients {
     pub redis: RedisConn,
     pub db: MySqlPool,
-    pub kafka_brokers: String,
+    pub kafka: KafkaTarget,
     migrated: std::sync::atomic::AtomicBool,
     /// Topics (with their partition count) already made sure of: a Kafka admin client
     /// is built once per topic and size, not on every pass.
@@ -58,9 +61,7 @@ impl Clients {
         if self.topics.lock().is_ok_and(|topics| topics.contains(&wanted)) {
             return Ok(());
         }
-        couponrush_core::kafka::ensure_topics(&self.kafka_brokers, topic, partitions)
-            .await
-            .map_err(Error::CreateTopic)?;
+        couponrush_core::kafka::ensure_topics(&self.kafka, topic, partitions).await.map_err(Error::CreateTopic)?;
         if let Ok(mut topics) = self.topics.lock() {
             topics.insert(wanted);
         }
@@ -68,7 +69,7 @@ impl Clients {
     }
 
     pub fn publisher(&self, topic: &str) -> Result<Publisher, Error> {
-        Publisher::new(&self.kafka_brokers, topic, Duration::from_secs(10)).map_err(Error::CreateTopic)
+        Publisher::new(&self.kafka, topic, Duration::from_secs(10)).map_err(Error::CreateTopic)
     }
 }
 
@@ -91,6 +92,8 @@ pub async fn endpoints(client: &kube::Client, namespace: &str, secret: &str) -> 
         redis_cluster: value(env::REDIS_CLUSTER).is_ok_and(|v| v == "true"),
         database_url: value(env::DATABASE_URL)?,
         kafka_brokers: value(env::KAFKA_BROKERS)?,
+        tls: BackendTls::from_lookup(|key| value(key).ok())
+            .map_err(|source| Error::BackendsSecretValue { name: secret.to_owned(), source })?,
     })
 }
 
@@ -110,16 +113,16 @@ impl ClientCache {
         }
         let redis = tokio::time::timeout(
             Duration::from_secs(5),
-            RedisTarget::new(&endpoints.redis_url, endpoints.redis_cluster).connect(),
+            endpoints.tls.redis(&endpoints.redis_url, endpoints.redis_cluster).connect(),
         )
         .await
         .map_err(|_| Error::ConnectRedis(redis::RedisError::from((redis::ErrorKind::Io, "connect timed out"))))?
         .map_err(Error::ConnectRedis)?;
-        let db = couponrush_core::db::connect(&endpoints.database_url, 4).await.map_err(Error::ConnectDatabase)?;
+        let db = endpoints.tls.connect_database(&endpoints.database_url, 4).await.map_err(Error::ConnectDatabase)?;
         let made = Arc::new(Clients {
             redis,
             db,
-            kafka_brokers: endpoints.kafka_brokers.clone(),
+            kafka: endpoints.tls.kafka(&endpoints.kafka_brokers),
             migrated: std::sync::atomic::AtomicBool::new(false),
             topics: std::sync::Mutex::new(HashSet::new()),
         });

@@ -11,6 +11,8 @@ pub enum Error {
     },
     #[error("the backends Secret {name} lacks {key}")]
     BackendsSecretKey { name: String, key: &'static str },
+    #[error("the backends Secret {name} has an invalid value")]
+    BackendsSecretValue { name: String, source: couponrush_core::backend_tls::InvalidValue },
     #[error("connecting to Redis failed")]
     ConnectRedis(#[source] redis::RedisError),
     #[error("connecting to MySQL failed")]
@@ -69,7 +71,9 @@ impl Error {
 
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::ReadBackendsSecret { .. } | Error::BackendsSecretKey { .. } => "backends_secret",
+            Error::ReadBackendsSecret { .. } | Error::BackendsSecretKey { .. } | Error::BackendsSecretValue { .. } => {
+                "backends_secret"
+            }
             Error::ConnectRedis(_) | Error::ObserveRedis(_) => "redis",
             Error::ConnectDatabase(_) | Error::ObserveDatabase(_) | Error::Migrate(_) => "mysql",
             Error::CreateTopic(_) => "kafka",
