@@ -161,7 +161,8 @@ if [ "$provider" = local ]; then
   # Completed, monitoring/live.py evaluates every dashboard query and alert against it.
   # The targets carry the labels the chart's monitors give them: the PodMonitor's
   # `namespace` and `event` on the issuer and consumer, and the ServiceMonitor's
-  # `namespace` on the operator, whose own `namespace` labels win (honorLabels).
+  # `namespace` on the operator, whose own `namespace` labels win (honorLabels). Its port
+  # is a free one (PROMETHEUS_PORT to choose), its data and log under $state.
   prometheus_bin=$(e2e/cluster/build.sh print-prometheus)
   [ -x "$prometheus_bin" ] || e2e/cluster/build.sh prometheus || fail "no Prometheus server (e2e/cluster/build.sh prometheus)"
   prometheus_port=${PROMETHEUS_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
