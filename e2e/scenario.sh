@@ -21,7 +21,8 @@
 # Warming (Deployments, pre-warmed keys) → Live → the seed spike (10,000 users, 100,000
 # requests) → SoldOut → Draining → Completed (issued = persisted = 1,000, workloads removed)
 # → `kubectl get couponevents` → helm uninstall leaves nothing of couponrush but the CRD
-# (and the event, the record).
+# (and the event, the record). Locally, a Prometheus server scrapes the round and
+# monitoring/live.py checks the chart's dashboard and alerts against it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 provider=${1:-local}
@@ -155,6 +156,50 @@ if [ "$provider" = local ]; then
     ISSUER_IMAGE=couponrush:e2e CONSUMER_IMAGE=couponrush:e2e RUST_LOG=warn \
     "$bin/couponrush-operator" >"$state/operator.log" 2>&1 &
   pids+=($!)
+  # A real Prometheus scrapes the operator, issuer and consumer every second from before
+  # the round until after it, with the chart's alerts as its rule file; once the round is
+  # Completed, monitoring/live.py evaluates every dashboard query and alert against it.
+  # The targets carry the labels the chart's monitors give them: the PodMonitor's
+  # `namespace` and `event` on the issuer and consumer, and the ServiceMonitor's
+  # `namespace` on the operator, whose own `namespace` labels win (honorLabels). Its port
+  # is a free one (PROMETHEUS_PORT to choose), its data and log under $state.
+  prometheus_bin=$(e2e/cluster/build.sh print-prometheus)
+  [ -x "$prometheus_bin" ] || e2e/cluster/build.sh prometheus || fail "no Prometheus server (e2e/cluster/build.sh prometheus)"
+  prometheus_port=${PROMETHEUS_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+  prometheus_url=http://127.0.0.1:$prometheus_port
+  rm -rf "$state/prometheus" && mkdir -p "$state/prometheus"
+  cat >"$state/prometheus/prometheus.yml" <<EOF
+global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+rule_files:
+  - $PWD/charts/couponrush/files/alerts.yaml
+scrape_configs:
+  - job_name: couponrush-operator
+    honor_labels: true
+    static_configs:
+      - targets: ["127.0.0.1:18170"]
+        labels: {namespace: "$release_ns"}
+  - job_name: couponrush-issuer
+    static_configs:
+      - targets: ["127.0.0.1:18180"]
+        labels: {namespace: "$ns", event: "$event"}
+  - job_name: couponrush-consumer
+    static_configs:
+      - targets: ["127.0.0.1:18190"]
+        labels: {namespace: "$ns", event: "$event"}
+EOF
+  "$prometheus_bin" --config.file="$state/prometheus/prometheus.yml" --storage.tsdb.path="$state/prometheus/data" \
+    --web.listen-address="127.0.0.1:$prometheus_port" --log.level=warn >"$state/prometheus.log" 2>&1 &
+  prometheus_pid=$!
+  pids+=($prometheus_pid)
+  deadline=$((SECONDS + 30))
+  until curl -fsS "$prometheus_url/-/ready" >/dev/null 2>&1; do
+    kill -0 "$prometheus_pid" 2>/dev/null && [ $SECONDS -lt $deadline ] || fail "Prometheus not ready (log: $state/prometheus.log)"
+    sleep 0.2
+  done
+  say "Prometheus $($prometheus_bin --version 2>&1 | head -n1 | cut -d' ' -f3) scraping operator, issuer and consumer at $prometheus_url"
 else
   # The operator is a pod of the chart, under the chart's ServiceAccount (no admin credentials).
   sa=$($kubectl -n "$release_ns" get pods -l app.kubernetes.io/component=operator -o jsonpath='{.items[*].spec.serviceAccountName}')
@@ -299,6 +344,11 @@ if [ "$provider" = local ]; then
       || fail "no /metrics from the ${target%=*}"
   done
   say "metrics of operator, issuer and consumer saved in $state/metrics"
+  # Every dashboard query and alert, evaluated by the Prometheus that scraped the round,
+  # while the three targets still serve (their series go when the event is deleted).
+  python3 monitoring/live.py --prometheus "$prometheus_url" --namespace "$ns" --event "$event" \
+    | tee "$state/prometheus-check.txt" || fail "the dashboard or the alerts on a live Prometheus (see above; log: $state/prometheus.log)"
+  kill "$prometheus_pid" && wait "$prometheus_pid" || true
 fi
 
 # The event is the record; deleting it (the finalizer runs while the operator does)

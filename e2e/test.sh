@@ -85,7 +85,9 @@ step "toolchain: rustfmt, clippy" rustup component add rustfmt clippy
 step "backends: Redis, MariaDB, Kafka, Redis Cluster" e2e/backends.sh up redis mysql kafka redis-cluster
 # Kubernetes from Go modules, cached by version outside the repo (cold: ~15 min).
 step "control plane: build (cached)" e2e/cluster/build.sh
-step "monitoring: promtool (cached)" e2e/cluster/build.sh promtool
+# promtool and the Prometheus server (the local scenario scrapes its round with it), one Go
+# module; the server alone cold: ~4.5 min on two busy cores, ~1.5 min after promtool.
+step "monitoring: promtool, Prometheus server (cached)" e2e/cluster/build.sh monitoring
 step "control plane: start (kwok nodes)" e2e/cluster/cluster.sh up
 eval "$(e2e/cluster/cluster.sh env)"
 step "format: cargo fmt --check" cargo fmt --all --check
@@ -108,7 +110,7 @@ step "tier 3: operator on a real control plane" cargo test -p couponrush-e2e --t
 step "tier 3: operator as the chart's ServiceAccount (RBAC)" cargo test -p couponrush-e2e --test rbac -- --test-threads=1
 step "tier 3: ten events at once (the scale test's smoke size)" cargo test -p couponrush-e2e --test scale -- --nocapture
 step "tier 3: Helm chart (lint, server dry-run)" charts/couponrush/test.sh
-step "tier 3: end-to-end scenario (helm, seed event, spike, uninstall)" e2e/scenario.sh local
+step "tier 3: end-to-end scenario (helm, seed event, spike, live Prometheus checks, uninstall)" e2e/scenario.sh local
 step "tier 3: alerts and dashboard (promtool; names against the scenario's /metrics)" monitoring/test.sh
 
 # Tier 4 runs on its own node; the kwok cluster and the loopback backends this run started

@@ -12,6 +12,9 @@
 #      label carries a user id
 #
 #   monitoring/test.sh [METRICS_DIR]     (default: .state/scenario/metrics)
+#
+# The same alerts and dashboard evaluated live, by a Prometheus server that scraped the
+# round: monitoring/live.py, which e2e/scenario.sh local runs before the event is deleted.
 set -uo pipefail
 export LC_ALL=C
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -8,6 +8,10 @@
 #   e2e/cluster/build.sh tools          helm, k6
 #   e2e/cluster/build.sh promtool       Prometheus' promtool (monitoring/test.sh)
 #   e2e/cluster/build.sh print-promtool the path of promtool
+#   e2e/cluster/build.sh prometheus     the Prometheus server (e2e/scenario.sh local scrapes the
+#                                       round with it; monitoring/live.py queries it)
+#   e2e/cluster/build.sh print-prometheus  the path of the Prometheus server
+#   e2e/cluster/build.sh monitoring     both promtool and prometheus (what `make test` builds)
 #   e2e/cluster/build.sh node           kubelet, kube-proxy, coredns, pause (the real-pods node,
 #                                       e2e/pods/node.sh)
 #   e2e/cluster/build.sh print-bin-dir  the bin dir of the cluster binaries
@@ -20,7 +24,7 @@
 #   ${XDG_CACHE_HOME:-~/.cache}/couponrush/k8s-v<K8S>/bin/{kube-apiserver,kube-controller-manager,
 #        kube-scheduler,kubectl,etcd,kwok,kwokctl,kubelet,kube-proxy,coredns,pause}
 #   ${XDG_CACHE_HOME:-~/.cache}/couponrush/tools-helm-v<H>-k6-v<K>/bin/{helm,k6}
-#   ${XDG_CACHE_HOME:-~/.cache}/couponrush/prometheus-v<P>/bin/promtool
+#   ${XDG_CACHE_HOME:-~/.cache}/couponrush/prometheus-v<P>/bin/{promtool,prometheus}
 # Go's own module/build caches (GOMODCACHE, GOCACHE) are the default ones, also outside the repo.
 #
 # Versions: Kubernetes (and pause, one C file of its module) comes from e2e/cluster/k8s/go.mod (k8s.io/kubernetes + a replace of
@@ -75,10 +79,10 @@ version_of() { # the version a binary of the given name is built at
     kwok|kwokctl) echo "$KWOK_VERSION" ;;
     helm) echo "$HELM_VERSION" ;;
     k6) echo "$K6_VERSION" ;;
-    promtool) echo "$PROMETHEUS_VERSION" ;;
+    promtool|prometheus) echo "$PROMETHEUS_VERSION" ;;
   esac
 }
-dir_of() { case "$1" in helm|k6) echo "$TOOLS_DIR" ;; promtool) echo "$PROMETHEUS_DIR" ;; *) echo "$BIN_DIR" ;; esac; }
+dir_of() { case "$1" in helm|k6) echo "$TOOLS_DIR" ;; promtool|prometheus) echo "$PROMETHEUS_DIR" ;; *) echo "$BIN_DIR" ;; esac; }
 
 # A binary counts as built when it exists and its stamp file names the wanted version (the
 # cache dir is keyed by the k8s / tool versions; the stamp also covers etcd and kwok).
@@ -120,12 +124,12 @@ modbuild() {
   finish "$name" "$t0" "$tmp"
 }
 
-# goinstall <name> <pkg@version> <ldflags>: go install into a temp GOBIN (it has no -o).
+# goinstall <name> <pkg@version> <ldflags> [tags]: go install into a temp GOBIN (it has no -o).
 goinstall() {
-  local name="$1" pkg="$2" ld="$3" t0=$SECONDS
+  local name="$1" pkg="$2" ld="$3" tags="${4:-}" t0=$SECONDS
   skip_if_built "$name" && return 0
   local gb; gb="$(mktemp -d)"
-  nice -n "$BUILD_NICE" env CGO_ENABLED=0 GOBIN="$gb" go install -trimpath -ldflags "$ld" "$pkg" \
+  nice -n "$BUILD_NICE" env CGO_ENABLED=0 GOBIN="$gb" go install -trimpath -tags "$tags" -ldflags "$ld" "$pkg" \
     || { rm -rf "$gb"; die "$name: go install $pkg failed"; }
   local out="${pkg%@*}"; out="$gb/${out##*/}"
   finish "$name" "$t0" "$out"
@@ -188,6 +192,19 @@ build_tools() {
   goinstall k6 "go.k6.io/k6@$K6_VERSION" "-s -w"
 }
 
+# The Prometheus server, as small as it builds: `remove_all_sd` leaves out every service-
+# discovery plugin but file and HTTP (static targets are all the scenario needs; the
+# Kubernetes, cloud and Consul clients are most of the code), and without `builtinassets`
+# the web UI's assets are not embedded (the HTTP API is all that is queried).
+build_prometheus() {
+  local v="${PROMETHEUS_VERSION#v0.}" p=github.com/prometheus/common/version
+  # v0.3MM.P is Prometheus 3.MM.P
+  local semver="3.$(( ${v%%.*} - 300 )).${v#*.}"
+  goinstall prometheus "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION" \
+    "-s -w -X $p.Version=$semver -X $p.Revision=$PROMETHEUS_VERSION -X $p.Branch=release -X $p.BuildUser=couponrush -X $p.BuildDate=19700101-00:00:00" \
+    remove_all_sd
+}
+
 report() {
   local b d
   for b in "${K8S_BINS[@]}" "${TOOL_BINS[@]}" "${NODE_BINS[@]}"; do
@@ -244,7 +261,17 @@ main() {
       command -v go >/dev/null || die "go is not on PATH"
       goinstall promtool "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION" "-s -w"
       ;;
+    prometheus)
+      command -v go >/dev/null || die "go is not on PATH"
+      build_prometheus
+      ;;
+    monitoring)
+      command -v go >/dev/null || die "go is not on PATH"
+      goinstall promtool "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION" "-s -w"
+      build_prometheus
+      ;;
     print-promtool) echo "$PROMETHEUS_DIR/promtool" ;;
+    print-prometheus) echo "$PROMETHEUS_DIR/prometheus" ;;
     print-bin-dir) echo "$BIN_DIR" ;;
     print-tools-dir) echo "$TOOLS_DIR" ;;
     versions) report ;;
