@@ -121,6 +121,18 @@ options:
   nodeStatusUpdateFrequencyMilliseconds: 20000
   kubeControllerManagerNodeMonitorPeriodMilliseconds: 10000
   kubeControllerManagerNodeMonitorGracePeriodMilliseconds: 200000
+# One controller-manager and one scheduler, so no leader election: with it, a renewal
+# that a loaded machine delays past its deadline makes the component exit for good
+# (nothing restarts it here), and Deployments stop getting ReplicaSets mid-test.
+componentsPatches:
+  - name: kube-controller-manager
+    extraArgs:
+      - key: leader-elect
+        value: "false"
+  - name: kube-scheduler
+    extraArgs:
+      - key: leader-elect
+        value: "false"
 EOF
 }
 
