@@ -10,6 +10,10 @@ repo=$PWD
 # Heavy build output lives outside the checkout, so a fresh clone (as in CI) reuses it.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/couponrush/cargo-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# A clone in a new directory (every CI run) gets new hashes for the workspace crates, so
+# their incremental caches are never reused: they only filled the disk (9.6 GB after a
+# few dozen runs).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 timings=()
 step() {
