@@ -102,6 +102,9 @@ step "lint: cargo clippy -D warnings" cargo clippy --workspace --all-targets -- 
 step "build: workspace and tests" cargo build --workspace --all-targets
 step "tier 1: unit tests (no I/O)" cargo test --workspace --lib --bins
 step "tier 1: the benchmark's load generator against a local server" cargo test -p couponrush-e2e --test load_generator
+# Nightly and cargo-fuzz are installed and the fuzz build cached by issuer/fuzz/run.sh
+# (cold: about 10 minutes of building every dependency with the sanitizer).
+step "tier 1: fuzz the request path (cargo fuzz, 60 s)" issuer/fuzz/run.sh 60
 # One test at a time: the spike tests measure nothing, but they share two cores and
 # the fault tests stop and start the Kafka broker.
 backend_tests=(--test backends --test api_contract --test consumer --test spike --test faults --test redis_cluster

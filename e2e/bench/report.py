@@ -444,6 +444,16 @@ def profile_section(path):
     return True
 
 
+if os.path.exists(os.path.join(WORK, "timeline.svg")):
+    w("## The seed round as a picture")
+    w("")
+    w("One more kafka-async seed round, driven by `couponrush-spike` (closed loop, not a measurement): "
+      "answers per second by kind, issued and persisted over time, the opening, the first SOLD_OUT "
+      "and the last row in MySQL.")
+    w("")
+    w(f"![the seed round]({BASE}-timeline.svg)")
+    w("")
+
 w("## Profile of the issuer")
 w("")
 note = machine.get("profile_note", "")

@@ -96,7 +96,7 @@ couponrush_image() { # the repository's Dockerfile; key: every file of its build
   local rust="$1" runtime="$2" key
   # The files .dockerignore lets through (it keeps sources and manifests only).
   key="$( { cd "$ROOT" && git ls-files -co --exclude-standard \
-              | grep -vE '^(\.git|\.ci|charts|examples|target|\.state)/|^(\.gitignore|\.dockerignore)$|\.md$|\.swp$' \
+              | grep -vE '^(\.git|\.ci|charts|examples|target|\.state|issuer/fuzz)/|^(\.gitignore|\.dockerignore)$|\.md$|\.swp$' \
               | grep -vE '^e2e/' ; git ls-files -co --exclude-standard e2e/Cargo.toml e2e/src; } \
           | sort -u | while read -r f; do [[ -f "$ROOT/$f" ]] && echo "$f"; done \
           | (cd "$ROOT" && xargs -d '\n' sha256sum) | { cat; cat "$ROOT/Dockerfile"; echo "$rust $runtime"; } | hash_of)"

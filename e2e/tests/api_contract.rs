@@ -456,8 +456,8 @@ async fn a_torn_down_round_is_never_prewarmed_again() -> anyhow::Result<()> {
     issuer.stop().await
 }
 
-/// Property-style stand-in for a fuzz target (no nightly toolchain for cargo-fuzz here):
-/// 600 requests with random path segments, bodies and Authorization headers, built from
+/// The HTTP half of the fuzzing (the parsing half is the cargo-fuzz target in
+/// issuer/fuzz): 600 requests with random path segments, bodies and Authorization headers, built from
 /// a seeded generator, against a live round. None may get a 5xx, and the issuer must
 /// still answer afterwards.
 #[tokio::test]

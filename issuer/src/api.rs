@@ -355,3 +355,32 @@ async fn event_state(State(state): State<Arc<AppState>>, Path((namespace, name))
         ends_at: meta.end_ms.map(rfc3339),
     })
 }
+
+/// The functions that read a request's untrusted parts before any backend is asked —
+/// the event named by the path segments, the caller named by the `Authorization`
+/// header, the JSON body — run on arbitrary input, each refusal rendered as the
+/// response a client would get. `decide` calls these same functions (in its own order:
+/// a sold-out round answers before the token is checked); the fuzz target `request`
+/// (`issuer/fuzz`) feeds this whatever libFuzzer makes up, and requires every answer
+/// to be a 4xx and nothing to panic.
+#[doc(hidden)]
+pub fn refusals_of_untrusted(
+    auth: &crate::auth::Authenticator,
+    namespace: &str,
+    name: &str,
+    authorization: &[u8],
+    body: &[u8],
+) -> Vec<StatusCode> {
+    use axum::response::IntoResponse;
+    let mut headers = HeaderMap::new();
+    // A header hyper would refuse never reaches the handler.
+    if let Ok(value) = axum::http::HeaderValue::from_bytes(authorization) {
+        headers.insert(axum::http::header::AUTHORIZATION, value);
+    }
+    let refusals = [
+        event_id(namespace, name).err(),
+        auth.identify_caller(&headers).err().map(Reply::Unauthorized),
+        parse_body(Ok(Bytes::copy_from_slice(body))).err(),
+    ];
+    refusals.into_iter().flatten().map(|reply| reply.into_response().status()).collect()
+}
