@@ -108,6 +108,47 @@ async fn post(client: &reqwest::Client, url: &str, user: &str) -> anyhow::Result
     Ok((response.status().as_u16(), response.json().await?))
 }
 
+/// Before the opening nearly every request is early, and Redis is the one shared,
+/// single-threaded piece of the admission: an issuer answers NOT_STARTED from what it knows
+/// of the round until a second before the opening, without asking Redis, so early presses
+/// cost Redis nothing (shown here by stalling it: the answers still come, at once). The
+/// last second goes to Redis, whose clock decides the opening.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_presses_are_answered_without_redis() -> anyhow::Result<()> {
+    let scope = Scope::new("early").await?;
+    let round: RoundId = scope.round("early")?;
+    scope.prewarm(&round, Strategy::KafkaAsync, 10, Duration::from_secs(60)).await?;
+    let issuer = scope.start_issuer().await?;
+    let url = issuer.issue_url(&round);
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    // The issuer learns the round (its first lookup reads Redis).
+    assert_eq!(post(&client, &url, "early-0").await?.0, 409);
+
+    backends(&["pause", "redis"]).await?;
+    let started = std::time::Instant::now();
+    let early = async {
+        let users: Vec<String> = (1..=50).map(|i| format!("early-{i}")).collect();
+        let answers = futures::future::join_all(users.iter().map(|user| async {
+            let response = client.post(&url).bearer_auth(token(user)).send().await?;
+            let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            anyhow::Ok((response.status().as_u16(), retry_after, response.json::<serde_json::Value>().await?))
+        }))
+        .await;
+        anyhow::Ok(answers)
+    }
+    .await;
+    let took = started.elapsed();
+    backends(&["resume", "redis"]).await?;
+    for answer in early? {
+        let (code, retry_after, body) = answer?;
+        assert_eq!((code, body["status"].as_str()), (409, Some("NOT_STARTED")), "{body}");
+        assert!(body["startsAt"].is_string(), "{body}");
+        assert!(retry_after.is_some_and(|s| (50..=61).contains(&s)), "Retry-After {retry_after:?}");
+    }
+    assert!(took < Duration::from_secs(2), "early answers waited for Redis: {took:?}");
+    issuer.stop().await
+}
+
 /// Redis stalls (SIGSTOP) longer than the issuer's reply timeout while admissions are in
 /// flight: the scripts run when it resumes. The answers must not claim "nothing was
 /// issued", a retry must return the same coupon, and every coupon Redis admitted must

@@ -193,6 +193,10 @@ async fn decide(
     if live.is_paused() {
         return (Reply::Paused, Some(live.strategy));
     }
+    // Early presses (nearly all traffic before the opening) need no Redis call.
+    if let Some(starts_at_ms) = live.opens_after(couponrush_core::wall_clock_ms()) {
+        return (not_started(starts_at_ms), Some(live.strategy));
+    }
     // axum drops this future when the client hangs up. Everything from the admission on
     // runs in its own task, so an admitted coupon is always published (or rolled back),
     // a counter place always given back, and an unknown outcome settled, whoever is
@@ -227,6 +231,12 @@ async fn decide(
     (reply, Some(live.strategy))
 }
 
+/// 409 NOT_STARTED, with the opening and a Retry-After that ends there.
+fn not_started(starts_at_ms: i64) -> Reply {
+    let wait_ms = starts_at_ms.saturating_sub(couponrush_core::wall_clock_ms()).max(0);
+    Reply::NotStarted { starts_at_ms, retry_after_s: u64::try_from(wait_ms).unwrap_or(0).div_ceil(1000).max(1) }
+}
+
 fn outcome_reply(outcome: Outcome, round: u32) -> Reply {
     match outcome {
         Outcome::Queued { position } => Reply::Queued { position },
@@ -234,13 +244,7 @@ fn outcome_reply(outcome: Outcome, round: u32) -> Reply {
             Admission::Issued { seq, .. } => Reply::Issued { seq, round },
             Admission::AlreadyIssued { seq } => Reply::AlreadyIssued { seq, round },
             Admission::SoldOut => Reply::SoldOut,
-            Admission::NotStarted { starts_at_ms } => {
-                let wait_ms = starts_at_ms.saturating_sub(couponrush_core::wall_clock_ms()).max(0);
-                Reply::NotStarted {
-                    starts_at_ms,
-                    retry_after_s: u64::try_from(wait_ms).unwrap_or(0).div_ceil(1000).max(1),
-                }
-            }
+            Admission::NotStarted { starts_at_ms } => not_started(starts_at_ms),
             Admission::Ended => Reply::Ended,
             Admission::UnknownRound => Reply::UnknownEvent,
             Admission::Regressed { .. } => Reply::RoundPaused,

@@ -4,7 +4,7 @@
 //! issuer the moment any of them admits the last coupon.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 /// event costs one Redis lookup per interval.
 const UNKNOWN_TTL: Duration = Duration::from_secs(1);
 const REFRESH_EVERY: Duration = Duration::from_millis(500);
+/// Until this long before a round opens, NOT_STARTED is answered from memory (see
+/// [`LiveRound::opens_after`]): far above the clock skew NTP leaves between machines.
+pub const OPENING_MARGIN: Duration = Duration::from_secs(1);
 
 /// The current round of an event, as this issuer knows it.
 #[derive(Debug)]
@@ -39,14 +42,17 @@ pub struct LiveRound {
     /// The event's owner stopped admissions (`spec.paused`, written to the round's meta
     /// by the operator); read with the meta on every refresh.
     paused: AtomicBool,
+    /// When the round opens (ms since the epoch), from the meta on every refresh.
+    start_ms: AtomicI64,
 }
 
 impl LiveRound {
-    fn new(round: RoundId, strategy: Strategy, stock: u32, seq_seen: u32) -> Self {
+    fn new(round: RoundId, strategy: Strategy, stock: u32, seq_seen: u32, start_ms: i64) -> Self {
         Self {
             seq_seen: AtomicU32::new(seq_seen),
             vanished: AtomicBool::new(false),
             paused: AtomicBool::new(false),
+            start_ms: AtomicI64::new(start_ms),
             label: round.to_string(),
             keys: RoundKeys::new(&round),
             round,
@@ -97,6 +103,17 @@ impl LiveRound {
 
     pub fn is_sold_out(&self) -> bool {
         self.sold_out.load(Ordering::Relaxed)
+    }
+
+    /// The opening, if this issuer's clock puts `now_ms` more than [`OPENING_MARGIN`]
+    /// before it: the request can be answered NOT_STARTED without asking Redis. Redis'
+    /// clock decides the opening itself (the admission script's gate); the margin covers
+    /// the skew between this machine's clock and Redis', so memory never says "not
+    /// started" to a request Redis would have admitted.
+    pub fn opens_after(&self, now_ms: i64) -> Option<i64> {
+        let start_ms = self.start_ms.load(Ordering::Relaxed);
+        let margin_ms = i64::try_from(OPENING_MARGIN.as_millis()).unwrap_or(i64::MAX);
+        (now_ms < start_ms.saturating_sub(margin_ms)).then_some(start_ms)
     }
 
     pub fn mark_sold_out(&self) {
@@ -190,7 +207,7 @@ impl Events {
         if meta.seq < remembered {
             tracing::error!(%round, seq_in_redis = meta.seq, seq_seen = remembered, "the round came back in Redis with a lower seq counter: Redis lost writes; admissions stay paused");
         }
-        let live = LiveRound::new(round, strategy, meta.stock, meta.seq.max(remembered));
+        let live = LiveRound::new(round, strategy, meta.stock, meta.seq.max(remembered), meta.start_ms);
         live.set_paused(meta.paused);
         if tracks_remaining(strategy) && meta.remaining == 0 {
             live.mark_sold_out();
@@ -251,6 +268,7 @@ impl Events {
                 }
                 live.saw_seq(meta.seq);
                 live.set_paused(meta.paused);
+                live.start_ms.store(meta.start_ms, Ordering::Relaxed);
                 let old_stock = live.stock.swap(meta.stock, Ordering::Relaxed);
                 if tracks_remaining(live.strategy) {
                     if meta.remaining > 0 {
@@ -331,5 +349,23 @@ pub async fn sold_out_listener(events: Arc<Events>, target: RedisTarget, shutdow
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_says_not_started_only_until_the_margin_before_the_opening() {
+        let round = couponrush_core::event::EventId::new("shop", "sale").expect("valid").round(1);
+        let opening = 1_800_000_000_000;
+        let live = LiveRound::new(round, Strategy::KafkaAsync, 10, 0, opening);
+        let margin = i64::try_from(OPENING_MARGIN.as_millis()).expect("small");
+        assert_eq!(live.opens_after(opening - 60_000), Some(opening));
+        assert_eq!(live.opens_after(opening - margin - 1), Some(opening));
+        // From the margin on, Redis' clock decides.
+        assert_eq!(live.opens_after(opening - margin), None);
+        assert_eq!(live.opens_after(opening + 5), None);
     }
 }
