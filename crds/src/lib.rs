@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-pub use couponrush_core::event::Strategy;
+pub use couponrush_strategy::Strategy;
 
 /// A first-come-first-served coupon event: `stock` coupons per round, handed out from
 /// the start time to the first users who ask, at most `perUser` each.

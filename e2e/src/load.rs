@@ -122,7 +122,8 @@ pub struct Report {
 }
 
 impl Report {
-    /// 5xx answers, transport errors and timeouts: the seeds' errors.
+    /// 5xx answers, transport errors and timeouts: what couponrush counts as an error (a
+    /// 4xx such as SOLD_OUT is an answer).
     pub fn errors(&self) -> u64 {
         self.by_code.iter().filter(|(code, _)| **code >= 500).map(|(_, n)| n).sum::<u64>()
             + self.transport_errors
