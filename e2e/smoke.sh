@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The k6 smoke scenario (seed 002) against a local issuer, as CI runs it: pre-warms a
-# small round, starts an issuer and a consumer, runs e2e/load/smoke.js (its thresholds
-# decide the exit code), and stops what it started. Expects the backends up.
+# The k6 smoke scenario against a local issuer, as CI runs it: pre-warms a small round,
+# starts an issuer and a consumer, runs e2e/load/smoke.js (its thresholds decide the
+# exit code), and stops what it started. Expects the backends up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/couponrush/cargo-target}"

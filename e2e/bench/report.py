@@ -192,9 +192,9 @@ w(f"- Users: real HS256 JWTs (`auth={machine.get('auth', '?')}`), minted before 
 w("  verifies every one it needs to (a sold-out round is answered before the token is checked).")
 w("  The generator's own CPU is in every table (*gen µs/req*, *gen % core*; including minting the")
 w("  tokens and opening the connections).")
-w(f"- Spike (seed 000): {machine.get('spike', '?')}, offered at **{RATE}/s**; the round opens a few")
-w("  seconds after pre-warming and the first request is due at the opening; each user presses about")
-w("  ten times, in random order.")
+w(f"- Spike (the seed scenario, docs/strategies.md): {machine.get('spike', '?')}, offered at **{RATE}/s**;")
+w("  the round opens a few seconds after pre-warming and the first request is due at the opening; each")
+w("  user presses about ten times, in random order.")
 w(f"- Admission: {machine.get('admission', '?')}, so every request admits a coupon; offered at")
 w(f"  **{SATURATE}/s**, far above what any target answers, so *achieved* is the target's capacity.")
 w(f"- Sold-out path: {machine.get('sold_out', '?')}, offered at {SATURATE}/s: the first request takes the")
@@ -249,7 +249,7 @@ capacity_ceiling = target_run(capacity, "ceiling")
 ceiling_capacity = capacity_ceiling["achieved"] if capacity_ceiling else 0
 
 if spike:
-    w(f"## Spike: the 10:00 opening (seed 000), {RATE} requests/s offered")
+    w(f"## Spike: the 10:00 opening, {RATE} requests/s offered")
     w("")
     w("Valid answers: 201 ISSUED, 200 ALREADY_ISSUED, 202 QUEUED, 409 NOT_STARTED, 410 SOLD_OUT; errors: 5xx and")
     w("*no answer* (transport error or timeout); *other 4xx* would be a bug in the test. Latency from the due time.")

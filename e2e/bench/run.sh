@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# e2e/bench/run.sh — the benchmark of DESIGN.md "Performance work": every strategy under
-# the seed-000 spike, on the admission path and on the sold-out path, beside the ceiling
-# of the same machine (a trivial axum server, e2e/bench/ceiling/) under the same load
-# generator (couponrush-load, e2e/src/load.rs: open model, latency from each request's
-# due time) and the same connection count, in one run. Writes
-# e2e/bench/results/<date>.md and prints it.
+# e2e/bench/run.sh — the benchmark of BENCH.md: every strategy under the seed spike
+# (docs/strategies.md#the-seed-scenario), on the admission path and on the sold-out
+# path, beside the ceiling of the same machine (a trivial axum server,
+# e2e/bench/ceiling/) under the same load generator (couponrush-load, e2e/src/load.rs:
+# open model, latency from each request's due time) and the same connection count, in
+# one run. Writes e2e/bench/results/<date>.md and prints it.
 #
 #   e2e/bench/run.sh                 everything (about 8 minutes on a quiet 2-core machine)
 #   STRATEGIES="kafka-async db-lock" PROFILE=0 e2e/bench/run.sh
@@ -18,10 +18,10 @@
 #   2. the ceiling; a warm-up (see WARMUP_REQUESTS); then each strategy (a fresh issuer
 #      each; one consumer for the run), under
 #        spike:     SPIKE_REQUESTS requests (100,000) from SPIKE_USERS users (10,000) at
-#                   RATE (10,000/s, the seeds' goal) against a fresh round of SPIKE_STOCK
-#                   coupons (1,000) that opens OPEN_DELAY_S after pre-warming; the first
-#                   request is due at the opening; then rows in MySQL and the time from
-#                   sell-out to the last row persisted;
+#                   RATE (10,000/s, the seed scenario's goal) against a fresh round of
+#                   SPIKE_STOCK coupons (1,000) that opens OPEN_DELAY_S after
+#                   pre-warming; the first request is due at the opening; then rows in
+#                   MySQL and the time from sell-out to the last row persisted;
 #        admission: ADMIT_REQUESTS requests (20,000), every one a new user, offered at
 #                   SATURATE_RATE (far above what any target can answer, so the achieved
 #                   rate is the target's capacity) against a round of ADMIT_STOCK coupons

@@ -2,11 +2,10 @@
 // HS256 JWTs for many distinct users (minted once, shared by every VU), the issue
 // request, and the tally of answers.
 //
-// What counts as an error here is what the seeds count: a 5xx answer or no answer at
-// all (transport error, timeout). 201 ISSUED, 200 ALREADY_ISSUED, 202 QUEUED,
-// 409 NOT_STARTED/ENDED and 410 SOLD_OUT are all valid answers of a coupon round.
-// Any other 4xx (401, 400, 404, ...) means the test itself is wrong and fails the
-// `http_req_failed` threshold.
+// What counts as an error here: a 5xx answer or no answer at all (transport error,
+// timeout). 201 ISSUED, 200 ALREADY_ISSUED, 202 QUEUED, 409 NOT_STARTED/ENDED and
+// 410 SOLD_OUT are all valid answers of a coupon round. Any other 4xx (401, 400, 404,
+// ...) means the test itself is wrong and fails the `http_req_failed` threshold.
 
 import http from 'k6/http';
 import { sleep } from 'k6';
@@ -129,7 +128,7 @@ export const answers = {
   server: new Counter('answer_5xx'),
   transport: new Counter('answer_transport_error'), // no HTTP answer (status 0)
 };
-/** 5xx or transport error: the seeds' error rate. */
+/** 5xx or transport error: the error rate. */
 export const errors = new Rate('errors');
 /** Latency from the moment the generator *meant* to send (see intendedLatency). */
 export const latencyFromIntended = new Trend('latency_from_intended', true);

@@ -1,8 +1,9 @@
-// Load (seed 002, 3-2): ramp up to 1,000 requests per second over 30 s, hold it for a
-// minute, ramp down over 30 s. Open model: requests arrive at the set rate whether or
-// not earlier ones were answered (ramping-arrival-rate); iterations k6 could not start
-// for want of a free VU are reported as dropped_iterations, a sign of overload.
-// Thresholds (seed 002): p95 < 1 s, errors (5xx or no answer) < 15 %.
+// Load (the k6 report's load test; docs/strategies.md#the-load-scenarios): ramp up to
+// 1,000 requests per second over 30 s, hold it for a minute, ramp down over 30 s. Open
+// model: requests arrive at the set rate whether or not earlier ones were answered
+// (ramping-arrival-rate); iterations k6 could not start for want of a free VU are
+// reported as dropped_iterations, a sign of overload.
+// Thresholds (the report's): p95 < 1 s, errors (5xx or no answer) < 15 %.
 //
 //   k6 run -e BASE_URL=... -e EVENT=ns/name -e JWT_SECRET=... \
 //          [-e RATE=1000 -e RAMP_UP=30s -e HOLD=1m -e RAMP_DOWN=30s -e USERS=10000] e2e/load/load.js

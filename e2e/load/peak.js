@@ -1,7 +1,8 @@
-// Peak (seed 002, 3-4): 10 s of baseline traffic (100 requests per second), a sudden
-// climb to 2,000 per second over 20 s, back down to 100 over 10 s, then 20 s to zero:
-// the shape of a first-come-first-served opening.
-// Thresholds (seed 002): p95 < 1 s, errors (5xx or no answer) < 15 %.
+// Peak (the k6 report's peak test; docs/strategies.md#the-load-scenarios): 10 s of
+// baseline traffic (100 requests per second), a sudden climb to 2,000 per second over
+// 20 s, back down to 100 over 10 s, then 20 s to zero: the shape of a
+// first-come-first-served opening.
+// Thresholds (the report's): p95 < 1 s, errors (5xx or no answer) < 15 %.
 //
 //   k6 run -e BASE_URL=... -e EVENT=ns/name -e JWT_SECRET=... \
 //          [-e BASE_RATE=100 -e PEAK_RATE=2000 -e BASELINE=10s -e CLIMB=20s -e FALL=10s -e TAIL=20s] \

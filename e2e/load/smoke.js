@@ -1,6 +1,7 @@
-// Smoke (seed 002, 3-1): is the issue API up and answering correctly? A trickle of
-// requests (default 1 per second for 10 s, i.e. one user at a time), each followed by
-// the user's GET; every answer's body is checked against its HTTP status.
+// Smoke (the k6 report's smoke test; docs/strategies.md#the-load-scenarios): is the
+// issue API up and answering correctly? A trickle of requests (default 1 per second for
+// 10 s, i.e. one user at a time), each followed by the user's GET; every answer's body
+// is checked against its HTTP status.
 //
 //   k6 run -e BASE_URL=http://127.0.0.1:8080 -e EVENT=default/opening-day \
 //          -e JWT_SECRET=... [-e RATE=1 -e DURATION=10s -e USERS=10] e2e/load/smoke.js

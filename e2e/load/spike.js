@@ -1,7 +1,8 @@
-// Spike (seed 000, the 10:00 opening): REQUESTS requests (default 100,000) spread over
-// USERS distinct users (default 10,000, so about ten presses each), sent at a constant
-// arrival rate RATE (open model: constant-arrival-rate). With OPENS_AT_MS, setup() waits
-// for the round's opening, so the first request arrives as the button is enabled.
+// Spike (the 10:00 opening of docs/strategies.md#the-seed-scenario): REQUESTS requests
+// (default 100,000) spread over USERS distinct users (default 10,000, so about ten
+// presses each), sent at a constant arrival rate RATE (open model:
+// constant-arrival-rate). With OPENS_AT_MS, setup() waits for the round's opening, so
+// the first request arrives as the button is enabled.
 //
 // With DISTINCT=1 (every request a new user) against a round with more stock than
 // requests it is a sustained-admission run. (The benchmark, e2e/bench/run.sh, uses

@@ -1,7 +1,8 @@
-// Stress (seed 002, 3-3): steps of STEP requests per second (default 500) up to MAX
-// (default 2,000), each held for STEP_HOLD (default 1 min), then a ramp down over 30 s;
+// Stress (the k6 report's stress test; docs/strategies.md#the-load-scenarios): steps of
+// STEP requests per second (default 500) up to MAX (default 2,000), each held for
+// STEP_HOLD (default 1 min), then a ramp down over 30 s;
 // where latency and errors break away is the breaking point. The step is reached over
-// STEP_RAMP (default 5 s) so each plateau is a clean rate. Seed 002 counted concurrent
+// STEP_RAMP (default 5 s) so each plateau is a clean rate. The report counted concurrent
 // users; here the steps are arrival rates (open model), which is what a real crowd does.
 // Pass STEP=250 MAX=6000 (or higher) to walk well past the breaking point; the p95 / error
 // thresholds then fail on purpose and the summary shows at which rate.

@@ -1,6 +1,7 @@
-//! The `queue` strategy (seed 001): a request joins a Redis sorted set and gets its
-//! position (202); a scheduler admits up to the remaining stock per tick through the
-//! MySQL transaction and records each user's result, which the user polls with GET.
+//! The `queue` strategy (docs/strategies.md#queue): a request joins a Redis sorted set
+//! and gets its position (202); a scheduler admits up to the remaining stock per tick
+//! through the MySQL transaction and records each user's result, which the user polls
+//! with GET.
 //! One issuer per round schedules at a time, chosen by a Redis lease.
 
 use std::collections::HashMap;

@@ -1,7 +1,8 @@
 //! The six admission strategies behind one function, [`issue`]. Each keeps the same
 //! guarantees (never more than stock, at most `per_user` per user, every 201 becomes a
 //! row); they differ in where the contention lands, which is what the benchmark
-//! compares.
+//! compares. docs/strategies.md tells the design each one reproduces and where it
+//! broke.
 
 use std::time::{Duration, Instant};
 
@@ -221,7 +222,8 @@ async fn redis_lock(
         if Instant::now() >= deadline {
             return Err(IssueError::LockTimeout);
         }
-        // Spinning is the design under test (seed 004, phase 2); jitter spreads the herd.
+        // Spinning is the design under test (docs/strategies.md#redis-lock); jitter
+        // spreads the herd.
         let pause = rand::rng().random_range(1..=4);
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
@@ -287,8 +289,8 @@ async fn give_back_place(state: &AppState, live: &LiveRound) {
     }
 }
 
-/// `redis-counter-set`: `SADD` turns repeat requests away before the counter (seed 004,
-/// phase 4); the counter gate and MySQL do the rest.
+/// `redis-counter-set`: `SADD` turns repeat requests away before the counter
+/// (docs/strategies.md#redis-counter-set); the counter gate and MySQL do the rest.
 async fn counter_set_gate(
     state: &AppState,
     live: &LiveRound,
