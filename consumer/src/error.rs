@@ -19,3 +19,18 @@ impl BatchError {
         }
     }
 }
+
+/// Why the consumer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("connecting to MySQL failed")]
+    Database(#[source] sqlx::Error),
+    #[error("migrating the MySQL schema failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("connecting to Redis failed")]
+    Redis(#[source] redis::RedisError),
+    #[error("making sure of the Kafka topics failed")]
+    Topics(#[source] rdkafka::error::KafkaError),
+    #[error("creating the Kafka consumer or the dead-letter producer failed")]
+    Kafka(#[source] rdkafka::error::KafkaError),
+}

@@ -19,21 +19,26 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::error::StartError;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, RateLimit};
 
 /// Runs the consumer until `shutdown`; serves ops endpoints on `listener`.
-pub async fn run(config: Config, listener: tokio::net::TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let ops = Ops::new(registry);
     let ops_server = tokio::spawn(ops::serve(listener, ops.router(), shutdown.clone()));
 
-    let pool = config.tls.connect_database(&config.database_url, 4).await?;
-    db::migrate(&pool).await?;
-    let redis = config.tls.redis(&config.redis_url, config.redis_cluster).connect().await?;
+    let pool = config.tls.connect_database(&config.database_url, 4).await.map_err(StartError::Database)?;
+    db::migrate(&pool).await.map_err(StartError::Migrate)?;
+    let redis = config.tls.redis(&config.redis_url, config.redis_cluster).connect().await.map_err(StartError::Redis)?;
     let kafka = config.tls.kafka(&config.kafka_brokers);
-    kafka::ensure_topics(&kafka, &config.kafka_topic, 4).await?;
+    kafka::ensure_topics(&kafka, &config.kafka_topic, 4).await.map_err(StartError::Topics)?;
 
     let consumer: StreamConsumer = kafka
         .client_config()
@@ -49,9 +54,10 @@ pub async fn run(config: Config, listener: tokio::net::TcpListener, shutdown: Ca
         // fetch requests for the broker under load, at most 20 ms more to persist.
         .set("fetch.min.bytes", "65536")
         .set("fetch.wait.max.ms", "20")
-        .create()?;
-    consumer.subscribe(&[&config.kafka_topic])?;
-    let dead_letters = producer_config(&kafka, Duration::from_secs(10)).create()?;
+        .create()
+        .map_err(StartError::Kafka)?;
+    consumer.subscribe(&[&config.kafka_topic]).map_err(StartError::Kafka)?;
+    let dead_letters = producer_config(&kafka, Duration::from_secs(10)).create().map_err(StartError::Kafka)?;
 
     let pipeline = Pipeline {
         consumer,

@@ -178,7 +178,8 @@ impl Scope {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(couponrush_issuer::run(backends, config, listener, shutdown.clone()));
+        let run = couponrush_issuer::run(backends, config, listener, shutdown.clone());
+        let task = tokio::spawn(async move { Ok(run.await?) });
         let issuer = Issuer { addr, shutdown, task: Some(task) };
         wait_until("issuer ready", Duration::from_secs(20), || async {
             Ok(reqwest::get(format!("{}/readyz", issuer.base_url())).await.is_ok_and(|r| r.status().is_success()))
@@ -211,7 +212,8 @@ impl Scope {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(couponrush_consumer::run(self.consumer_config(), listener, shutdown.clone()));
+        let run = couponrush_consumer::run(self.consumer_config(), listener, shutdown.clone());
+        let task = tokio::spawn(async move { Ok(run.await?) });
         let service = Service { addr, shutdown, task: Some(task) };
         wait_until("consumer ready", Duration::from_secs(30), || async {
             Ok(reqwest::get(format!("http://{}/readyz", service.addr)).await.is_ok_and(|r| r.status().is_success()))

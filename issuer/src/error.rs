@@ -82,3 +82,22 @@ fn commit_may_have_happened(error: &sqlx::Error) -> bool {
         _ => false,
     }
 }
+
+/// Why the issuer could not start, or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("the token settings are invalid")]
+    Auth(#[source] crate::auth::AuthConfigError),
+    #[error("connecting to Redis failed")]
+    Redis(#[source] redis::RedisError),
+    #[error("the MySQL settings are invalid")]
+    Database(#[source] sqlx::Error),
+    #[error("creating the Kafka producer failed")]
+    Producer(#[source] rdkafka::error::KafkaError),
+    #[error("serving HTTP failed")]
+    Http(#[source] std::io::Error),
+    #[error("flushing Kafka on shutdown failed")]
+    Flush(#[source] rdkafka::error::KafkaError),
+    #[error("the Kafka flush task failed")]
+    FlushTask(#[source] tokio::task::JoinError),
+}

@@ -28,20 +28,22 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
 use crate::config::{Backends, ServeConfig};
+use crate::error::ServeError;
 use crate::events::Events;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 
 /// Connects the backends and builds the shared state; no background task yet.
-pub async fn build_state(backends: &Backends, config: &ServeConfig) -> anyhow::Result<(Arc<AppState>, Registry)> {
-    let auth = Authenticator::from_config(config)?;
-    let redis = backends.redis().connect().await?;
+pub async fn build_state(backends: &Backends, config: &ServeConfig) -> Result<(Arc<AppState>, Registry), ServeError> {
+    let auth = Authenticator::from_config(config).map_err(ServeError::Auth)?;
+    let redis = backends.redis().connect().await.map_err(ServeError::Redis)?;
     // Lazy: kafka-async serves without MySQL; the pool connects on first use.
     let db = sqlx::mysql::MySqlPoolOptions::new()
         .max_connections(config.database_max_connections)
         .acquire_timeout(std::time::Duration::from_secs(3))
-        .connect_lazy_with(backends.tls.database(&backends.database_url)?);
-    let publisher = Publisher::new(&backends.kafka(), &backends.kafka_topic, backends.kafka_delivery_timeout)?;
+        .connect_lazy_with(backends.tls.database(&backends.database_url).map_err(ServeError::Database)?);
+    let publisher = Publisher::new(&backends.kafka(), &backends.kafka_topic, backends.kafka_delivery_timeout)
+        .map_err(ServeError::Producer)?;
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let state = AppState {
@@ -65,7 +67,7 @@ pub async fn run(
     config: ServeConfig,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> Result<(), ServeError> {
     let (state, registry) = build_state(&backends, &config).await?;
     let ops = Ops::new(registry);
     let background = CancellationToken::new();
@@ -106,7 +108,10 @@ pub async fn run(
     }
     let publisher = state.publisher.clone();
     let grace = config.shutdown_grace;
-    tokio::task::spawn_blocking(move || publisher.flush(grace)).await??;
+    tokio::task::spawn_blocking(move || publisher.flush(grace))
+        .await
+        .map_err(ServeError::FlushTask)?
+        .map_err(ServeError::Flush)?;
     tracing::info!("issuer stopped");
-    Ok(served?)
+    served.map_err(ServeError::Http)
 }

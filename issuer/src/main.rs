@@ -15,7 +15,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.into_command() {
         Command::Serve(config) => {
             let listener = couponrush_core::ops::bind(config.listen).await?;
-            couponrush_issuer::run(backends, config, listener, shutdown::on_signal()).await
+            Ok(couponrush_issuer::run(backends, config, listener, shutdown::on_signal()).await?)
         }
         Command::Prewarm(args) => prewarm_round(&backends, args).await,
         Command::Reconcile(args) => reconcile_round(&backends, args).await,
