@@ -122,6 +122,29 @@ mod tests {
         assert_eq!(big.partitions, 50);
     }
 
+    /// `e2e/bench/pod.sh` measures one pod under these limits; the constants above come
+    /// from its results, so its defaults must be what the operator gives a t3.medium pod.
+    #[test]
+    fn the_pod_benchmark_measures_the_pods_sized_here() {
+        let script = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../e2e/bench/pod.sh"))
+            .expect("e2e/bench/pod.sh");
+        let default = |var: &str| {
+            let start = format!("{var}=\"${{{var}:-");
+            let at = script.find(&start).unwrap_or_else(|| panic!("pod.sh sets a default for {var}")) + start.len();
+            script[at..].split('}').next().expect("default").to_owned()
+        };
+        assert_eq!(default("NODE_PROFILE"), "t3.medium");
+        let sizing = size(&capacity(20_000, None));
+        let cpu = |millis: u32| format!("{millis}m");
+        let mem = |mib: u32| format!("{mib}Mi");
+        assert_eq!(default("ISSUER_CPU_REQUEST"), cpu(sizing.issuer.cpu_request_millis));
+        assert_eq!(default("ISSUER_CPU_LIMIT"), cpu(sizing.issuer.cpu_limit_millis));
+        assert_eq!(default("ISSUER_MEMORY_LIMIT"), mem(sizing.issuer.memory_limit_mib));
+        assert_eq!(default("CONSUMER_CPU_REQUEST"), cpu(sizing.consumer.cpu_request_millis));
+        assert_eq!(default("CONSUMER_CPU_LIMIT"), cpu(sizing.consumer.cpu_limit_millis));
+        assert_eq!(default("CONSUMER_MEMORY_LIMIT"), mem(sizing.consumer.memory_limit_mib));
+    }
+
     #[test]
     fn bigger_nodes_get_bigger_pods() {
         let big =
