@@ -49,7 +49,7 @@ set -euo pipefail
 export LC_ALL=C
 
 GIVEN=""
-for v in ISSUER_CPUS CONSUMER_CPUS ISSUER_EXTRA_ENV SATURATE_RATE CONNECTIONS AUTH ADMIT_REQUESTS SOLDOUT_REQUESTS \
+for v in COUPONRUSH_IMAGE ISSUER_CPUS CONSUMER_CPUS ISSUER_EXTRA_ENV SATURATE_RATE CONNECTIONS AUTH ADMIT_REQUESTS SOLDOUT_REQUESTS \
   P99_MS STEP_S SEARCH_STEPS CONSUMER_ROWS BACKENDS; do
   [[ -n ${!v+x} ]] && GIVEN+="$v=$(printf '%q' "${!v}") "
 done
@@ -175,7 +175,7 @@ cg_limits() {
   printf 'cfs_period_us=%s\n' "$(cat "$root/cpu/cpu.cfs_period_us")"
   printf 'cpu_shares=%s\n' "$(cat "$root/cpu/cpu.shares")"
   printf 'memory_limit_bytes=%s\n' "$(cat "$root/memory/memory.limit_in_bytes")"
-  printf 'tokio_workers=%s\n' "$(cat /proc/"$1"/task/*/comm 2>/dev/null | grep -c '^tokio-runtime-w' || true)"
+  printf 'tokio_workers=%s\n' "$(cat /proc/"$1"/task/*/comm 2>/dev/null | grep -cE '^tokio-(runtime-w|rt-worker)' || true)"
   printf 'threads=%s\n' "$(ls /proc/"$1"/task | wc -l)"
 }
 
