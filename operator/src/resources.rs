@@ -336,7 +336,7 @@ mod tests {
         let owner = &deployment.metadata.owner_references.expect("owner")[0];
         assert_eq!((owner.kind.as_str(), owner.controller), ("CouponEvent", Some(true)));
         let spec = deployment.spec.expect("spec");
-        assert_eq!(spec.replicas, Some(3));
+        assert_eq!(spec.replicas, Some(4));
         let pod = spec.template.spec.expect("pod");
         let container = &pod.containers[0];
         let requests = container.resources.as_ref().and_then(|r| r.requests.as_ref()).expect("requests");
