@@ -78,6 +78,9 @@ pub mod env {
     pub const DATABASE_MAX_CONNECTIONS: &str = "DATABASE_MAX_CONNECTIONS";
     /// How long a request waits for the redis-lock strategy's lock.
     pub const LOCK_WAIT: &str = "LOCK_WAIT";
+    /// tokio's own variable: the runtime's worker threads (the operator sets it on
+    /// issuers to the CPU limit's cores; tokio alone would round the quota down).
+    pub const TOKIO_WORKER_THREADS: &str = "TOKIO_WORKER_THREADS";
 
     /// Most messages the consumer writes in one transaction.
     pub const BATCH_MAX: &str = "BATCH_MAX";

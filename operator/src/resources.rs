@@ -232,6 +232,10 @@ pub fn issuer_deployment(ce: &CouponEvent, inputs: &WorkloadInputs) -> Deploymen
         // (The other JWT keys can only tighten the checks, or stop the issuer from
         // starting: a JWT_LEEWAY above its 5-minute limit is refused at start-up.)
         (env::TRUST_USER_HEADER, "false".to_owned()),
+        // tokio sizes its pool from the CPU quota rounded down: 1800m would give one
+        // worker, so the request path could never use the limit's second core
+        // (seen in e2e/bench/pod.sh's container). One worker per started core of the limit.
+        (env::TOKIO_WORKER_THREADS, inputs.sizing.issuer.cpu_limit_millis.div_ceil(1_000).max(1).to_string()),
     ]);
     deployment(
         ce,
@@ -482,8 +486,13 @@ mod tests {
         assert_eq!(parsed["jwt_hs256_secret"], secret["JWT_HS256_SECRET"]);
         assert_eq!(parsed["log_json"], true);
         assert_eq!(parsed["listen"], "0.0.0.0:8080");
-        let reads = env_names(&couponrush_issuer::config::Cli::command());
+        let mut reads = env_names(&couponrush_issuer::config::Cli::command());
+        // Read by the issuer's runtime (tokio), not by its command line.
+        reads.insert(env::TOKIO_WORKER_THREADS.to_owned());
         assert_port_probes_and_names(container, &parsed, &reads);
+        let (_, vars) = start_up(container);
+        // A t3.medium issuer's limit is 1800m: two workers, so it can use both cores.
+        assert_eq!(vars.get(env::TOKIO_WORKER_THREADS).map(String::as_str), Some("2"));
     }
 
     /// Whoever can edit the backends Secret cannot switch the issuer's token checks off:
