@@ -110,7 +110,7 @@ async fn post(client: &reqwest::Client, url: &str, user: &str) -> anyhow::Result
 
 /// Before the opening nearly every request is early, and Redis is the one shared,
 /// single-threaded piece of the admission: an issuer answers NOT_STARTED from what it knows
-/// of the round until a second before the opening, without asking Redis, so early presses
+/// of the round until just before the opening (100 ms), without asking Redis, so early presses
 /// cost Redis nothing (shown here by stalling it: the answers still come, at once). The
 /// last second goes to Redis, whose clock decides the opening.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,8 +20,12 @@ use tokio_util::sync::CancellationToken;
 const UNKNOWN_TTL: Duration = Duration::from_secs(1);
 const REFRESH_EVERY: Duration = Duration::from_millis(500);
 /// Until this long before a round opens, NOT_STARTED is answered from memory (see
-/// [`LiveRound::opens_after`]): far above the clock skew NTP leaves between machines.
-pub const OPENING_MARGIN: Duration = Duration::from_secs(1);
+/// [`LiveRound::opens_after`]); in the margin Redis decides. Well above the skew that
+/// chrony with a cloud time service leaves between nodes (about a millisecond), and
+/// small because every press in it costs Redis a call: at 1,000,000 presses/s, 100 ms
+/// is 100,000 calls (docs/scale.md). A clock behind Redis' by more than this opens this
+/// issuer that much late; it never admits early (only Redis admits).
+pub const OPENING_MARGIN: Duration = Duration::from_millis(100);
 
 /// The current round of an event, as this issuer knows it.
 #[derive(Debug)]
