@@ -15,17 +15,9 @@ import json
 import os
 import sys
 
+from kv import read_kv
 
-def read_kv(path):
-    out = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                line = line.rstrip("\n")
-                if "=" in line:
-                    k, v = line.split("=", 1)
-                    out[k] = v
-    return out
+
 
 
 def num(d, k, default=0.0):

@@ -14,6 +14,8 @@ import re
 import sys
 from collections import Counter
 
+from kv import read_kv
+
 WORK = sys.argv[1]
 BASE = sys.argv[2] if len(sys.argv) > 2 else "results"
 RUNS = os.path.join(WORK, "runs")
@@ -21,16 +23,6 @@ STRATEGY_ORDER = ["db-lock", "redis-lock", "redis-counter", "redis-counter-set",
 BACKENDS = ["redis", "mysql", "kafka", "consumer"]
 
 
-def read_kv(path):
-    out = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                line = line.rstrip("\n")
-                if "=" in line:
-                    k, v = line.split("=", 1)
-                    out[k] = v
-    return out
 
 
 def read_snapshot(path):
