@@ -41,7 +41,7 @@ trap cleanup EXIT
 ns=marketing
 release_ns=couponrush-system
 stock=1000
-issuer_replicas=3   # 20,000 req/s on t3.medium (the seed event's capacity)
+issuer_replicas=4   # 20,000 req/s on t3.medium (the seed event's capacity) ÷ 6,120 per issuer (operator/src/sizing.rs)
 capacity_patch=""
 operator_replicas=1
 faults=""
