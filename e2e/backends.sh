@@ -609,28 +609,19 @@ EOF
 }
 
 mysql_bootstrap_sql() {
+  # TLS mode: the same database and grants; the user may only connect over TLS, and its
+  # password (generated per state dir) is set again on every start.
+  local require="" alter=""
   if ((TLS)); then
-    # Same database and grants as the plain mode; the password is (re)set on every start
-    # and the user may only connect over TLS.
-    cat <<EOF
-CREATE DATABASE IF NOT EXISTS \`$MYSQL_DB\`;
-CREATE USER IF NOT EXISTS '$MYSQL_USER'@'%' IDENTIFIED BY '$MYSQL_PASSWORD' REQUIRE SSL;
-CREATE USER IF NOT EXISTS '$MYSQL_USER'@'localhost' IDENTIFIED BY '$MYSQL_PASSWORD' REQUIRE SSL;
-ALTER USER '$MYSQL_USER'@'%' IDENTIFIED BY '$MYSQL_PASSWORD' REQUIRE SSL;
-ALTER USER '$MYSQL_USER'@'localhost' IDENTIFIED BY '$MYSQL_PASSWORD' REQUIRE SSL;
--- ON *.*: tests create and drop their own fresh databases.
-GRANT ALL PRIVILEGES ON *.* TO '$MYSQL_USER'@'%';
-GRANT ALL PRIVILEGES ON *.* TO '$MYSQL_USER'@'localhost';
--- Anonymous accounts would shadow ours for some hosts.
-DELETE FROM mysql.global_priv WHERE User = '';
-FLUSH PRIVILEGES;
-EOF
-    return
+    require=" REQUIRE SSL"
+    alter="ALTER USER '$MYSQL_USER'@'%' IDENTIFIED BY '$MYSQL_PASSWORD'$require;
+ALTER USER '$MYSQL_USER'@'localhost' IDENTIFIED BY '$MYSQL_PASSWORD'$require;"
   fi
   cat <<EOF
 CREATE DATABASE IF NOT EXISTS \`$MYSQL_DB\`;
-CREATE USER IF NOT EXISTS '$MYSQL_USER'@'%' IDENTIFIED BY '$MYSQL_PASSWORD';
-CREATE USER IF NOT EXISTS '$MYSQL_USER'@'localhost' IDENTIFIED BY '$MYSQL_PASSWORD';
+CREATE USER IF NOT EXISTS '$MYSQL_USER'@'%' IDENTIFIED BY '$MYSQL_PASSWORD'$require;
+CREATE USER IF NOT EXISTS '$MYSQL_USER'@'localhost' IDENTIFIED BY '$MYSQL_PASSWORD'$require;
+$alter
 -- ON *.*: tests create and drop their own fresh databases.
 GRANT ALL PRIVILEGES ON *.* TO '$MYSQL_USER'@'%';
 GRANT ALL PRIVILEGES ON *.* TO '$MYSQL_USER'@'localhost';

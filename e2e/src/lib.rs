@@ -240,6 +240,22 @@ impl Scope {
     }
 
     /// Waits until MySQL holds `rows` coupons of the round.
+    /// The first message of this scope's dead-letter topic (a reader of its own group, from
+    /// the earliest offset), waiting at most 20 s.
+    pub async fn first_dead_letter(&self) -> anyhow::Result<rdkafka::message::OwnedMessage> {
+        use rdkafka::consumer::{Consumer, StreamConsumer};
+        let reader: StreamConsumer = self
+            .env
+            .kafka()
+            .client_config()
+            .set("group.id", format!("{}-dlq-reader", self.topic))
+            .set("auto.offset.reset", "earliest")
+            .create()?;
+        reader.subscribe(&[&kafka::dead_letter_topic(&self.topic)])?;
+        let letter = tokio::time::timeout(Duration::from_secs(20), reader.recv()).await??;
+        Ok(letter.detach())
+    }
+
     pub async fn wait_for_rows(&self, round: &RoundId, rows: u64, within: Duration) -> anyhow::Result<()> {
         let pool = self.pool().await?;
         wait_until(&format!("{rows} rows of {round}"), within, || async {

@@ -18,13 +18,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use couponrush_core::admission::{self, Admission};
 use couponrush_core::event::{RoundId, Strategy};
-use couponrush_core::kafka::{Publisher, dead_letter_topic};
+use couponrush_core::kafka::Publisher;
 use couponrush_core::keys::RoundKeys;
 use couponrush_core::message::{Attribution, IssuedCoupon, MAX_AUDIT_ID_BYTES};
 use couponrush_core::reconcile;
 use couponrush_e2e::{JWT_SECRET, Scope, binary, token_with_claims, wait_until};
 use futures::StreamExt;
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message};
@@ -214,13 +213,7 @@ async fn both_message_versions_are_stored_and_reconciled_coupons_are_unattribute
     // A version this build does not know is dead-lettered, with the reason.
     let v3 = br#"{"v":3,"event":"a/b","round":1,"user":"x","seq":1,"slot":1,"issued_at_ms":0}"#.to_vec();
     send("x", v3.clone()).await?;
-    let reader: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &scope.env.kafka_brokers)
-        .set("group.id", format!("{}-dlq-reader", scope.topic))
-        .set("auto.offset.reset", "earliest")
-        .create()?;
-    reader.subscribe(&[&dead_letter_topic(&scope.topic)])?;
-    let letter = tokio::time::timeout(Duration::from_secs(20), reader.recv()).await??;
+    let letter = scope.first_dead_letter().await?;
     assert_eq!(letter.payload(), Some(&v3[..]));
     let reason = letter
         .headers()

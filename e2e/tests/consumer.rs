@@ -7,12 +7,11 @@ use std::time::Duration;
 
 use couponrush_core::admission::{self, Admission};
 use couponrush_core::event::Strategy;
-use couponrush_core::kafka::{Publisher, dead_letter_topic};
+use couponrush_core::kafka::Publisher;
 use couponrush_core::keys::RoundKeys;
 use couponrush_core::message::IssuedCoupon;
 use couponrush_core::{db, reconcile};
 use couponrush_e2e::Scope;
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message};
@@ -37,13 +36,7 @@ async fn undecodable_messages_are_dead_lettered_and_do_not_block() -> anyhow::Re
     }
     scope.wait_for_rows(&round, 1, Duration::from_secs(20)).await?;
 
-    let reader: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &scope.env.kafka_brokers)
-        .set("group.id", format!("{}-dlq-reader", scope.topic))
-        .set("auto.offset.reset", "earliest")
-        .create()?;
-    reader.subscribe(&[&dead_letter_topic(&scope.topic)])?;
-    let letter = tokio::time::timeout(Duration::from_secs(20), reader.recv()).await??;
+    let letter = scope.first_dead_letter().await?;
     assert_eq!(letter.payload(), Some(&b"{not a coupon"[..]));
     let headers = letter.headers().ok_or_else(|| anyhow::anyhow!("no headers"))?;
     let header = |name: &str| {
