@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use clap::Parser;
 use couponrush_core::duration::parse as parse_duration;
-use couponrush_core::workload::{CONSUMER, env};
+use couponrush_core::workload::{CONSUMER, env, local_backends};
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "couponrush-consumer", version, about = "Makes every admitted coupon durable in MySQL, exactly once.")]
 pub struct Config {
     /// Kafka bootstrap servers.
-    #[arg(long, env = env::KAFKA_BROKERS, default_value = "127.0.0.1:19092")]
+    #[arg(long, env = env::KAFKA_BROKERS, default_value = local_backends::KAFKA_BROKERS)]
     pub kafka_brokers: String,
     /// Topic of admitted coupons; undecodable messages go to `<topic>.dlq`.
     #[arg(long, env = env::KAFKA_TOPIC, default_value = couponrush_core::kafka::DEFAULT_TOPIC)]
@@ -22,13 +22,13 @@ pub struct Config {
     #[arg(long, env = env::KAFKA_GROUP, default_value = "couponrush-consumer")]
     pub kafka_group: String,
     /// Redis URL (or cluster seeds with --redis-cluster), where admissions are confirmed.
-    #[arg(long, env = env::REDIS_URL, default_value = "redis://127.0.0.1:16379")]
+    #[arg(long, env = env::REDIS_URL, default_value = local_backends::REDIS_URL)]
     pub redis_url: String,
     /// Treat --redis-url as the seeds of a Redis Cluster.
     #[arg(long, env = env::REDIS_CLUSTER)]
     pub redis_cluster: bool,
     /// MySQL URL.
-    #[arg(long, env = env::DATABASE_URL, default_value = "mysql://couponrush:couponrush@127.0.0.1:13306/couponrush")]
+    #[arg(long, env = env::DATABASE_URL, default_value = local_backends::DATABASE_URL)]
     pub database_url: String,
     /// Most messages written in one transaction.
     #[arg(long, env = env::BATCH_MAX, default_value_t = 1000)]

@@ -3,7 +3,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
     #[error("confirming admissions in Redis failed")]
-    Confirm(#[source] couponrush_core::admission::ScriptError),
+    Confirm(#[source] couponrush_core::round_store::admission::ScriptError),
     #[error("inserting coupons into MySQL failed")]
     Insert(#[source] sqlx::Error),
     #[error("dead-lettering a message failed")]

@@ -37,7 +37,7 @@ pub async fn run(
     let pool = config.tls.connect_database(&config.database_url, 4).await.map_err(StartError::Database)?;
     db::migrate(&pool).await.map_err(StartError::Migrate)?;
     let redis = config.tls.redis(&config.redis_url, config.redis_cluster).connect().await.map_err(StartError::Redis)?;
-    let kafka = config.tls.kafka(&config.kafka_brokers);
+    let kafka = kafka::KafkaTarget::new(&config.kafka_brokers, &config.tls);
     kafka::ensure_topics(&kafka, &config.kafka_topic, 4).await.map_err(StartError::Topics)?;
 
     let consumer: StreamConsumer = kafka

@@ -106,11 +106,6 @@ impl BackendTls {
         crate::db::connect_with(self.database(url)?, max_connections).await
     }
 
-    /// Where Kafka is and how to reach it.
-    pub fn kafka(&self, brokers: &str) -> crate::kafka::KafkaTarget {
-        crate::kafka::KafkaTarget { brokers: brokers.to_owned(), tls: self.clone() }
-    }
-
     /// Adds the Kafka settings to a librdkafka configuration.
     pub(crate) fn apply_to_kafka(&self, config: &mut ClientConfig) {
         let settings = [

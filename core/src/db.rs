@@ -224,7 +224,7 @@ pub enum RowLock {
 }
 
 /// Outcome of [`issue_sync`]; the same vocabulary as the Redis admission.
-pub use crate::admission::Admission as SyncOutcome;
+pub use crate::round_store::admission::Admission as SyncOutcome;
 
 /// Issues one coupon to `user` in one MySQL transaction, gated by the database clock;
 /// the row records `attribution`.

@@ -20,6 +20,11 @@ pub struct KafkaTarget {
 }
 
 impl KafkaTarget {
+    /// Brokers reached with the security settings of `tls`.
+    pub fn new(brokers: &str, tls: &BackendTls) -> Self {
+        Self { brokers: brokers.to_owned(), tls: tls.clone() }
+    }
+
     /// Brokers reached in plaintext, as on a developer's machine.
     pub fn plaintext(brokers: &str) -> Self {
         Self { brokers: brokers.to_owned(), tls: BackendTls::default() }

@@ -1,10 +1,11 @@
 //! couponrush-core: what two or more couponrush binaries must agree on, in one place.
 //!
 //! - [`event`]: the name of an event and of its round, the strategy enum, a round's settings.
-//! - [`keys`]: the Redis key layout. Every key of a round carries one hash tag, so a
-//!   Redis Cluster keeps the round on one shard and one Lua script can touch all of it.
+//! - [`round_store`]: the Redis contract of a round: key layout (one hash tag per round,
+//!   so a Redis Cluster keeps it on one shard and one Lua script can touch all of it), the
+//!   round's meta, every Lua script (admit, roll back, confirm, the queue's, the gates')
+//!   and the strict parsers of their replies.
 //! - [`redis_conn`]: one connection type for a single Redis node or a Redis Cluster.
-//! - [`admission`]: the Lua scripts (admit, roll back, confirm) and their typed outcomes.
 //! - [`message`]: the Kafka message that carries an admitted coupon to the consumer.
 //! - [`db`]: the MySQL schema (embedded migrations) and the statements that write coupons.
 //! - [`prewarm`]: writes a round's Redis keys and MySQL row before it opens.
@@ -15,18 +16,17 @@
 //!   names, ports, probe paths) that the operator's Deployments and the binaries' own
 //!   configurations share.
 
-pub mod admission;
 pub mod backend_tls;
 pub mod db;
 pub mod duration;
 pub mod event;
 pub mod kafka;
-pub mod keys;
 pub mod message;
 pub mod ops;
 pub mod prewarm;
 pub mod reconcile;
 pub mod redis_conn;
+pub mod round_store;
 pub mod shutdown;
 pub mod telemetry;
 pub mod workload;

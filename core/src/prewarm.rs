@@ -2,15 +2,14 @@
 //! read by the issuers, removed after the round is done. The operator and the
 //! `couponrush-issuer prewarm` admin command call the same functions.
 
-use std::sync::LazyLock;
-
-use redis::{AsyncCommands, Script};
+use redis::AsyncCommands;
 use sqlx::MySqlPool;
 
 use crate::db;
-use crate::event::{EventId, RoundId, RoundSpec, Strategy};
-use crate::keys::{RoundKeys, current_round_key};
+use crate::event::{RoundId, RoundSpec, Strategy};
 use crate::redis_conn::RedisConn;
+use crate::round_store::keys::{RoundKeys, winner_field};
+use crate::round_store::meta::{self, RoundMeta, SettingsWritten, round_meta};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrewarmError {
@@ -39,25 +38,6 @@ pub struct Prewarmed {
     pub created: bool,
     pub remaining: u32,
 }
-
-static PREWARM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local meta = KEYS[1]
-local stock = tonumber(ARGV[1])
-if redis.call('EXISTS', meta) == 0 then
-  redis.call('HSET', meta, 'stock', stock, 'remaining', stock, 'seq', 0, 'per_user', ARGV[2],
-    'start_ms', ARGV[3], 'end_ms', ARGV[4], 'strategy', ARGV[5])
-  return {1, stock}
-end
-local issued = tonumber(redis.call('HGET', meta, 'stock')) - tonumber(redis.call('HGET', meta, 'remaining'))
-if stock < issued then return {-1, issued} end
-redis.call('HSET', meta, 'stock', stock, 'remaining', stock - issued, 'per_user', ARGV[2],
-  'start_ms', ARGV[3], 'end_ms', ARGV[4], 'strategy', ARGV[5])
-return {0, stock - issued}
-"#,
-    )
-});
 
 /// Writes the round's keys (or updates them: raising stock adds the difference to what
 /// remains; lowering it below what was issued is refused), its MySQL stock row, and
@@ -96,92 +76,16 @@ pub async fn prewarm(
     if !exists && spec.strategy == Strategy::KafkaAsync && db::round_row(pool, round).await?.is_some() {
         return Err(PrewarmError::RedisLostRound(round.to_string()));
     }
-    let (state, value): (i64, i64) = PREWARM
-        .key(&keys.meta)
-        .arg(spec.stock)
-        .arg(spec.per_user)
-        .arg(spec.start_ms)
-        .arg(spec.end_ms.unwrap_or(0))
-        .arg(spec.strategy.as_str())
-        .invoke_async(redis)
-        .await?;
-    let value = u32::try_from(value.max(0)).unwrap_or(0);
-    if state < 0 {
-        return Err(PrewarmError::StockBelowIssued { requested: spec.stock, issued: value });
-    }
+    let (created, remaining) = match meta::write_settings(redis, &keys, spec).await? {
+        SettingsWritten::Created { remaining } => (true, remaining),
+        SettingsWritten::Updated { remaining } => (false, remaining),
+        SettingsWritten::StockBelowIssued { issued } => {
+            return Err(PrewarmError::StockBelowIssued { requested: spec.stock, issued });
+        }
+    };
     db::upsert_round(pool, round, spec).await?;
-    let _: () = redis
-        .hset_multiple(
-            current_round_key(&round.event),
-            &[("round", round.round.to_string()), ("strategy", spec.strategy.as_str().to_owned())],
-        )
-        .await?;
-    Ok(Prewarmed { created: state == 1, remaining: value })
-}
-
-/// The event's current round and its strategy, if the event was pre-warmed.
-pub async fn current_round(redis: &mut RedisConn, event: &EventId) -> redis::RedisResult<Option<(RoundId, Strategy)>> {
-    let (round, strategy): (Option<u32>, Option<String>) =
-        redis::cmd("HMGET").arg(current_round_key(event)).arg("round").arg("strategy").query_async(redis).await?;
-    Ok(match (round, strategy.and_then(|s| s.parse().ok())) {
-        (Some(round), Some(strategy)) => Some((event.round(round), strategy)),
-        _ => None,
-    })
-}
-
-/// A round's settings and counters as Redis holds them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RoundMeta {
-    pub stock: u32,
-    pub remaining: u32,
-    /// Seqs handed out so far (admissions, including any later rolled back).
-    pub seq: u32,
-    pub per_user: u32,
-    pub start_ms: i64,
-    pub end_ms: Option<i64>,
-    /// Admissions stopped by the event's owner (`spec.paused`); see [`set_paused`].
-    pub paused: bool,
-}
-
-pub async fn round_meta(redis: &mut RedisConn, keys: &RoundKeys) -> redis::RedisResult<Option<RoundMeta>> {
-    type Fields = (Option<u32>, Option<i64>, Option<u32>, Option<u32>, Option<i64>, Option<i64>, Option<u8>);
-    let (stock, remaining, seq, per_user, start_ms, end_ms, paused): Fields = redis::cmd("HMGET")
-        .arg(&keys.meta)
-        .arg(&["stock", "remaining", "seq", "per_user", "start_ms", "end_ms", "paused"])
-        .query_async(redis)
-        .await?;
-    Ok(match (stock, remaining, seq, per_user, start_ms, end_ms) {
-        (Some(stock), Some(remaining), Some(seq), Some(per_user), Some(start_ms), Some(end_ms)) => Some(RoundMeta {
-            stock,
-            remaining: u32::try_from(remaining.max(0)).unwrap_or(0),
-            seq,
-            per_user,
-            start_ms,
-            end_ms: (end_ms > 0).then_some(end_ms),
-            paused: paused.is_some_and(|flag| flag != 0),
-        }),
-        _ => None,
-    })
-}
-
-static SET_PAUSED: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'paused', ARGV[1])
-return 1
-"#,
-    )
-});
-
-/// Stops (or resumes) admissions to a pre-warmed round: issuers read the flag with the
-/// round's meta (every half second) and answer `503 PAUSED` while it is set. Only an
-/// existing round is flagged (a flag alone would look like a round to nobody, but keys
-/// must only ever be created whole, by [`prewarm`]). Returns whether the round exists.
-pub async fn set_paused(redis: &mut RedisConn, round: &RoundId, paused: bool) -> redis::RedisResult<bool> {
-    let keys = RoundKeys::new(round);
-    let found: i64 = SET_PAUSED.key(&keys.meta).arg(u8::from(paused)).invoke_async(redis).await?;
-    Ok(found == 1)
+    meta::point_at(redis, round, spec.strategy).await?;
+    Ok(Prewarmed { created, remaining })
 }
 
 /// Removes the round's Redis keys, the event's pointer if it names this round, and the
@@ -189,16 +93,7 @@ pub async fn set_paused(redis: &mut RedisConn, round: &RoundId, paused: bool) ->
 /// stock row without keys reads as "Redis lost this round" to [`prewarm`].
 pub async fn remove_round(redis: &mut RedisConn, pool: &MySqlPool, round: &RoundId) -> Result<(), PrewarmError> {
     db::delete_round(pool, round).await?;
-    if let Some((current, _)) = current_round(redis, &round.event).await?
-        && current == *round
-    {
-        let _: () = redis.del(current_round_key(&round.event)).await?;
-    }
-    // One DEL per key: in a cluster a multi-key DEL must stay in one slot, which these do,
-    // but separate calls keep this independent of that detail.
-    for key in RoundKeys::new(round).all() {
-        let _: () = redis.del(key).await?;
-    }
+    meta::remove_keys(redis, round).await?;
     Ok(())
 }
 
@@ -311,37 +206,29 @@ pub async fn recover_round(
             return Err(RecoverError::Intact(round.to_string()));
         }
     }
-    for key in keys.all() {
-        let _: () = redis.del(key).await?;
-    }
+    meta::delete_round_keys(redis, &keys).await?;
     if strategy.counts_in_redis() {
         let winners: Vec<(String, u32)> =
-            rebuilt.winners.iter().map(|((user, slot), seq)| (crate::keys::winner_field(user, *slot), *seq)).collect();
-        for chunk in winners.chunks(1_000) {
+            rebuilt.winners.iter().map(|((user, slot), seq)| (winner_field(user, *slot), *seq)).collect();
+        let users: Vec<&str> = rebuilt.winners.keys().map(|(user, _)| user.as_str()).collect();
+        for (chunk, users) in winners.chunks(1_000).zip(users.chunks(1_000)) {
             let _: () = redis.hset_multiple(&keys.winners, chunk).await?;
-            let confirmed: Vec<(u32, &str)> = chunk.iter().map(|(field, seq)| (*seq, field.as_str())).collect();
-            let confirmed: Vec<(u32, &str)> =
-                confirmed.into_iter().map(|(seq, field)| (seq, crate::keys::parse_winner_field(field).0)).collect();
+            let confirmed: Vec<(u32, &str)> = chunk.iter().zip(users).map(|((_, seq), user)| (*seq, *user)).collect();
             let _: () = redis.hset_multiple(&keys.confirmed, &confirmed).await?;
         }
     }
     let remaining = row.stock.saturating_sub(issued);
-    let meta: [(&str, String); 7] = [
-        ("stock", row.stock.to_string()),
-        ("remaining", remaining.to_string()),
-        ("seq", seq.to_string()),
-        ("per_user", row.per_user.to_string()),
-        ("start_ms", row.start_ms.to_string()),
-        ("end_ms", row.end_ms.to_string()),
-        ("strategy", strategy.as_str().to_owned()),
-    ];
-    let _: () = redis.hset_multiple(&keys.meta, &meta).await?;
-    let _: () = redis
-        .hset_multiple(
-            current_round_key(&round.event),
-            &[("round", round.round.to_string()), ("strategy", strategy.as_str().to_owned())],
-        )
-        .await?;
+    let recovered = RoundMeta {
+        stock: row.stock,
+        remaining,
+        seq,
+        per_user: row.per_user,
+        start_ms: row.start_ms,
+        end_ms: (row.end_ms > 0).then_some(row.end_ms),
+        paused: false,
+    };
+    meta::write_meta(redis, &keys, &recovered, strategy).await?;
+    meta::point_at(redis, round, strategy).await?;
     Ok(Recovered {
         winners: count(rebuilt.winners.len()),
         from_kafka_only: rebuilt.from_kafka_only,
@@ -354,6 +241,7 @@ pub async fn recover_round(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::EventId;
     use crate::message::IssuedCoupon;
 
     fn coupon(user: &str, slot: u32, seq: u32) -> IssuedCoupon {

@@ -16,7 +16,7 @@ use sqlx::MySqlPool;
 
 use crate::event::RoundId;
 use crate::kafka::Publisher;
-use crate::keys::{RoundKeys, parse_winner_field};
+use crate::round_store::keys::{RoundKeys, parse_winner_field};
 use crate::message::IssuedCoupon;
 use crate::redis_conn::RedisConn;
 use crate::{db, wall_clock_ms};
@@ -73,7 +73,11 @@ pub fn compare(winners: &[(String, u32)], rows: &[(String, u32, u32)]) -> Compar
         rows.iter().map(|(user, slot, seq)| ((user.as_str(), *slot), *seq)).collect();
     let mut comparison = Comparison::default();
     for (field, seq) in winners {
-        let (user, slot) = parse_winner_field(field);
+        let Some((user, slot)) = parse_winner_field(field) else {
+            // Not a field couponrush writes: nothing to re-publish from it.
+            tracing::warn!(field, seq, "skipping a winners field that names no user slot");
+            continue;
+        };
         let conflict = |row_user: &str, row_seq: u32| Conflict {
             user: user.to_owned(),
             slot,
@@ -133,7 +137,7 @@ pub async fn reconcile_round(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::winner_field;
+    use crate::round_store::keys::winner_field;
 
     fn winner(user: &str, slot: u32, seq: u32) -> (String, u32) {
         (winner_field(user, slot), seq)

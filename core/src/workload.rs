@@ -14,6 +14,15 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+/// Where the backends are when nothing says otherwise: the local ones the backends
+/// script starts for the demo and the tests (its `REDIS_PORT`, `MYSQL_PORT`,
+/// `KAFKA_PORT` defaults). A pod always gets them set (the operator's Deployments).
+pub mod local_backends {
+    pub const REDIS_URL: &str = "redis://127.0.0.1:16379";
+    pub const DATABASE_URL: &str = "mysql://couponrush:couponrush@127.0.0.1:13306/couponrush";
+    pub const KAFKA_BROKERS: &str = "127.0.0.1:19092";
+}
+
 /// Names of the environment variables the binaries read. Every flag of every binary is
 /// also one of these; `--help` lists them.
 pub mod env {

@@ -17,6 +17,7 @@ use couponrush_core::backend_tls::BackendTls;
 use couponrush_core::event::{EventId, RoundId, RoundSpec, Strategy};
 use couponrush_core::kafka::KafkaTarget;
 use couponrush_core::redis_conn::{RedisConn, RedisTarget};
+use couponrush_core::workload::local_backends;
 use couponrush_core::{db, kafka, prewarm};
 use couponrush_issuer::config::{Backends, ServeConfig};
 use sqlx::MySqlPool;
@@ -47,20 +48,20 @@ impl Env {
     pub fn from_env() -> Self {
         let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
         Self {
-            redis_url: var("REDIS_URL", "redis://127.0.0.1:16379"),
+            redis_url: var("REDIS_URL", local_backends::REDIS_URL),
             redis_cluster_urls: var(
                 "REDIS_CLUSTER_URLS",
                 "redis://127.0.0.1:17001,redis://127.0.0.1:17002,redis://127.0.0.1:17003",
             ),
-            database_url: var("DATABASE_URL", "mysql://couponrush:couponrush@127.0.0.1:13306/couponrush"),
-            kafka_brokers: var("KAFKA_BROKERS", "127.0.0.1:19092"),
+            database_url: var("DATABASE_URL", local_backends::DATABASE_URL),
+            kafka_brokers: var("KAFKA_BROKERS", local_backends::KAFKA_BROKERS),
             tls: BackendTls::from_lookup(|key| std::env::var(key).ok())
                 .unwrap_or_else(|error| panic!("the backends' TLS settings in the environment: {error}")),
         }
     }
 
     pub fn kafka(&self) -> KafkaTarget {
-        self.tls.kafka(&self.kafka_brokers)
+        KafkaTarget::new(&self.kafka_brokers, &self.tls)
     }
 }
 

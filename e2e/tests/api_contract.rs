@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use couponrush_core::db;
 use couponrush_core::event::{RoundId, RoundSpec, Strategy};
-use couponrush_core::keys::RoundKeys;
+use couponrush_core::round_store::keys::RoundKeys;
 use couponrush_e2e::{Scope, token, token_with_claims, wait_until};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use couponrush_core::event::{RoundId, Strategy};
-use couponrush_core::keys::RoundKeys;
-use couponrush_core::prewarm::round_meta;
+use couponrush_core::round_store::keys::RoundKeys;
+use couponrush_core::round_store::meta::round_meta;
 use couponrush_e2e::spike::{HangUps, Spike, Tally, rows};
 use couponrush_e2e::{Scope, token};
 use redis::AsyncCommands;

@@ -11,8 +11,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use couponrush_core::db;
 use couponrush_core::event::EventId;
-use couponrush_core::keys::RoundKeys;
-use couponrush_core::prewarm::{recover_round, round_meta};
+use couponrush_core::round_store::keys::RoundKeys;
+use couponrush_core::prewarm::recover_round;
+use couponrush_core::round_store::meta::round_meta;
 use couponrush_crds::{CouponEvent, CouponEventStatus, Phase};
 use couponrush_e2e::spike::{Spike, check_sold_out, rows};
 use couponrush_e2e::{Scope, Service, token, unique, wait_until};
@@ -67,7 +68,7 @@ async fn cluster(name: &str) -> anyhow::Result<Cluster> {
 struct Operator {
     addr: SocketAddr,
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    task: tokio::task::JoinHandle<Result<(), couponrush_operator::RunError>>,
 }
 
 async fn start_operator(namespace: &str, identity: &str) -> anyhow::Result<Operator> {

@@ -232,7 +232,7 @@ fn config(installed: &Installed, listen: std::net::SocketAddr, watch: &[String])
 /// The operator, started in-process with the ServiceAccount's client.
 struct Operator {
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    task: tokio::task::JoinHandle<Result<(), couponrush_operator::RunError>>,
 }
 
 async fn start_operator(installed: &Installed, watch: &[String]) -> anyhow::Result<Operator> {

@@ -1,10 +1,17 @@
 //! The HTTP API: `POST /api/v1/events/{namespace}/{name}/issue` and its `GET`, the
 //! event's public state, plus JSON answers for unknown routes and wrong methods.
 //! Bad input is turned away before any backend is asked.
+//!
+//! The router reaches everything behind an answer through [`Backends`], a narrow
+//! interface: the issuer implements it with Redis, MySQL and Kafka (`backends.rs`), the
+//! unit tests below with rounds in memory, so the whole answer table (status, headers,
+//! body) is tested with `oneshot` in milliseconds. The guarantees behind the answers are
+//! tested against the real servers (`e2e/tests`).
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -12,35 +19,73 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
-use couponrush_core::admission::Admission;
-use couponrush_core::db;
 use couponrush_core::event::{EventId, Strategy};
-use couponrush_core::keys::winner_field;
 use couponrush_core::message::{Attribution, MAX_AUDIT_ID_BYTES, valid_audit_id};
-use couponrush_core::prewarm::round_meta;
-use redis::AsyncCommands;
+use couponrush_core::round_store::admission::Admission;
+use couponrush_core::round_store::meta::RoundMeta;
 use serde::Deserialize;
 
+use crate::auth::Authenticator;
 use crate::error::IssueError;
 use crate::events::LiveRound;
-use crate::metrics::AnswerLabels;
-use crate::queue;
+use crate::metrics::{AnswerLabels, Metrics};
 use crate::response::{EventState, Reply, rfc3339};
-use crate::state::AppState;
-use crate::strategies::{self, Outcome};
+use crate::strategies::Outcome;
 
 /// Largest request body accepted; an issue request needs at most a few fields.
 pub const MAX_BODY_BYTES: usize = 1024;
 
-/// The API router; tests drive it with `oneshot`, `run` serves it.
-pub fn app(state: Arc<AppState>) -> Router {
+/// What the API needs from the rest of the issuer.
+pub trait Backends: Send + Sync + 'static {
+    fn auth(&self) -> &Authenticator;
+    fn metrics(&self) -> &Metrics;
+    /// How long a request's body may take to arrive.
+    fn body_timeout(&self) -> Duration;
+    /// The strategy of the event's current round if this issuer knows it is sold out;
+    /// no I/O, so the flood after a sell-out costs nothing.
+    fn sold_out_from_memory(&self, event: &EventId) -> Option<Strategy>;
+    /// The event's current round, or `None` if the event has none.
+    fn lookup(&self, event: &EventId) -> impl Future<Output = Result<Option<Arc<LiveRound>>, IssueError>> + Send;
+    /// Decides one request with the round's strategy. The decision runs to its end
+    /// (publish, roll-back, a place given back) even when the caller stops waiting.
+    fn issue(
+        self: Arc<Self>,
+        live: Arc<LiveRound>,
+        user: String,
+        attribution: Attribution,
+    ) -> impl Future<Output = Result<Outcome, IssueError>> + Send;
+    /// What `user` holds in the round.
+    fn holding(&self, live: &LiveRound, user: &str) -> impl Future<Output = Result<Holding, IssueError>> + Send;
+    /// The round's settings and the coupons left, or `None` if its keys are gone.
+    fn counts(&self, live: &LiveRound) -> impl Future<Output = Result<Option<RoundCounts>, IssueError>> + Send;
+}
+
+/// What a caller holds in a round (`GET …/issue`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Holding {
+    /// Their latest coupon, if any, and whether its row is in MySQL yet.
+    Coupon { seq: Option<u32>, persisted: bool },
+    /// A `queue` round: where the caller stands, if they pressed.
+    InQueue(Option<Outcome>),
+}
+
+/// A round's public numbers (`GET` of an event).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoundCounts {
+    pub meta: RoundMeta,
+    /// Counted where the strategy keeps its counts (Redis or MySQL).
+    pub remaining: u32,
+}
+
+/// The API router; `run` serves it, the tests drive it with `oneshot`.
+pub fn app<B: Backends>(backends: Arc<B>) -> Router {
     Router::new()
-        .route("/api/v1/events/{namespace}/{name}/issue", post(issue).get(my_result))
-        .route("/api/v1/events/{namespace}/{name}", get(event_state))
+        .route("/api/v1/events/{namespace}/{name}/issue", post(issue::<B>).get(my_result::<B>))
+        .route("/api/v1/events/{namespace}/{name}", get(event_state::<B>))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .method_not_allowed_fallback(|| async { Reply::MethodNotAllowed })
         .fallback(|| async { Reply::NotFound })
-        .with_state(state)
+        .with_state(backends)
 }
 
 /// The optional body of an issue request.
@@ -64,12 +109,12 @@ fn new_request_id() -> String {
 /// instead of holding this request open. A body already received costs no timer.
 struct TimedBody(Result<Bytes, Reply>);
 
-impl FromRequest<Arc<AppState>> for TimedBody {
+impl<B: Backends> FromRequest<Arc<B>> for TimedBody {
     type Rejection = Infallible;
 
-    async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, Infallible> {
-        let read = Bytes::from_request(request, state);
-        Ok(TimedBody(match tokio::time::timeout(state.body_timeout, read).await {
+    async fn from_request(request: Request, backends: &Arc<B>) -> Result<Self, Infallible> {
+        let read = Bytes::from_request(request, backends);
+        Ok(TimedBody(match tokio::time::timeout(backends.body_timeout(), read).await {
             Ok(Ok(bytes)) => Ok(bytes),
             Ok(Err(rejection)) => Err(body_rejected(&rejection)),
             Err(_) => Err(Reply::BodyTimeout),
@@ -110,18 +155,18 @@ fn event_id(namespace: &str, name: &str) -> Result<EventId, Reply> {
     EventId::new(namespace, name).map_err(|error| Reply::BadRequest(error.to_string()))
 }
 
-async fn lookup(state: &AppState, event: &EventId) -> Result<Arc<LiveRound>, Reply> {
-    match state.events.get(event).await {
+async fn lookup(backends: &impl Backends, event: &EventId) -> Result<Arc<LiveRound>, Reply> {
+    match backends.lookup(event).await {
         Ok(Some(live)) => Ok(live),
         Ok(None) => Err(Reply::UnknownEvent),
-        Err(error) => Err(unavailable(state, &IssueError::LookupEvent(error))),
+        Err(error) => Err(unavailable(backends, &error)),
     }
 }
 
 /// The 503 for a failed request, saying only what is known: nothing admitted, outcome
 /// unknown, or the round paused.
-fn unavailable(state: &AppState, error: &IssueError) -> Reply {
-    state.metrics.backend_errors.get_or_create(&crate::metrics::ErrorLabels { kind: error.kind() }).inc();
+fn unavailable(backends: &impl Backends, error: &IssueError) -> Reply {
+    backends.metrics().backend_errors.get_or_create(&crate::metrics::ErrorLabels { kind: error.kind() }).inc();
     let chain = couponrush_core::error_chain(error);
     if error.round_paused() {
         tracing::error!(error = %chain, "answering 503: round paused");
@@ -135,22 +180,23 @@ fn unavailable(state: &AppState, error: &IssueError) -> Reply {
     }
 }
 
-async fn issue(
-    State(state): State<Arc<AppState>>,
+async fn issue<B: Backends>(
+    State(backends): State<Arc<B>>,
     Path((namespace, name)): Path<(String, String)>,
     headers: HeaderMap,
     TimedBody(body): TimedBody,
 ) -> Reply {
     let started = Instant::now();
-    let (reply, strategy) = decide(&state, &namespace, &name, &headers, body).await;
+    let (reply, strategy) = decide(&backends, &namespace, &name, &headers, body).await;
     let labels = AnswerLabels { status: reply.status_word(), strategy: strategy.map_or("none", Strategy::as_str) };
-    state.metrics.admission_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
-    state.metrics.answers.get_or_create(&labels).inc();
+    let metrics = backends.metrics();
+    metrics.admission_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    metrics.answers.get_or_create(&labels).inc();
     reply
 }
 
-async fn decide(
-    state: &Arc<AppState>,
+async fn decide<B: Backends>(
+    backends: &Arc<B>,
     namespace: &str,
     name: &str,
     headers: &HeaderMap,
@@ -160,10 +206,10 @@ async fn decide(
     // A sold-out round is public knowledge (its state is on GET /api/v1/events/...), and
     // after 10:00 it is nearly every request: answer it from memory before spending a
     // signature check on the token. Nothing is admitted or changed either way.
-    if let Some(strategy) = event.as_ref().ok().and_then(|event| state.events.sold_out_from_memory(event)) {
+    if let Some(strategy) = event.as_ref().ok().and_then(|event| backends.sold_out_from_memory(event)) {
         return (Reply::SoldOut, Some(strategy));
     }
-    let caller = match state.auth.identify_caller(headers) {
+    let caller = match backends.auth().identify_caller(headers) {
         Ok(caller) => caller,
         Err(why) => return (Reply::Unauthorized(why), None),
     };
@@ -180,7 +226,7 @@ async fn decide(
         Ok(event) => event,
         Err(reply) => return (reply, None),
     };
-    let live = match lookup(state, &event).await {
+    let live = match lookup(backends.as_ref(), &event).await {
         Ok(live) => live,
         Err(reply) => return (reply, None),
     };
@@ -188,7 +234,7 @@ async fn decide(
         return (Reply::SoldOut, Some(live.strategy));
     }
     if live.has_vanished() {
-        return (unavailable(state, &IssueError::RoundVanished), Some(live.strategy));
+        return (unavailable(backends.as_ref(), &IssueError::RoundVanished), Some(live.strategy));
     }
     if live.is_paused() {
         return (Reply::Paused, Some(live.strategy));
@@ -197,32 +243,12 @@ async fn decide(
     if let Some(starts_at_ms) = live.opens_after(couponrush_core::wall_clock_ms()) {
         return (not_started(starts_at_ms), Some(live.strategy));
     }
-    // axum drops this future when the client hangs up. Everything from the admission on
-    // runs in its own task, so an admitted coupon is always published (or rolled back),
-    // a counter place always given back, and an unknown outcome settled, whoever is
-    // still listening.
-    let admission = {
-        let (state, live, user, attribution) = (state.clone(), live.clone(), user.clone(), attribution.clone());
-        let guard = state.admissions.enter();
-        tokio::spawn(async move {
-            let _guard = guard;
-            let result = strategies::issue(&state, &live, &user, &attribution).await;
-            if let Err(error) = &result
-                && error.outcome_unknown()
-                && live.strategy == Strategy::KafkaAsync
-            {
-                let guard = state.admissions.enter();
-                tokio::spawn(async move {
-                    let _guard = guard;
-                    strategies::settle_unknown(&state, &live, &user).await;
-                });
-            }
-            result
-        })
-    };
-    let reply = match admission.await.map_err(IssueError::Panicked).and_then(|issued| issued) {
+    // axum drops this future when the client hangs up; the decision itself runs on
+    // whatever happens here (see [`Backends::issue`]).
+    let decided = backends.clone().issue(live.clone(), user.clone(), attribution.clone()).await;
+    let reply = match decided {
         Ok(outcome) => outcome_reply(outcome, live.round.round),
-        Err(error) => unavailable(state, &error),
+        Err(error) => unavailable(backends.as_ref(), &error),
     };
     if let Reply::Issued { seq, .. } = &reply {
         let Attribution { request_id, jti } = &attribution;
@@ -254,12 +280,12 @@ fn outcome_reply(outcome: Outcome, round: u32) -> Reply {
 
 /// `GET …/issue`: what the caller holds in the current round, and whether it is in
 /// MySQL yet.
-async fn my_result(
-    State(state): State<Arc<AppState>>,
+async fn my_result<B: Backends>(
+    State(backends): State<Arc<B>>,
     Path((namespace, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Reply {
-    let user = match state.auth.identify(&headers) {
+    let user = match backends.auth().identify(&headers) {
         Ok(user) => user,
         Err(why) => return Reply::Unauthorized(why),
     };
@@ -267,74 +293,40 @@ async fn my_result(
         Ok(event) => event,
         Err(reply) => return reply,
     };
-    let live = match lookup(&state, &event).await {
+    let live = match lookup(backends.as_ref(), &event).await {
         Ok(live) => live,
         Err(reply) => return reply,
     };
-    match read_result(&state, &live, &user).await {
-        Ok(reply) => reply,
-        Err(error) => unavailable(&state, &error),
-    }
-}
-
-async fn read_result(state: &AppState, live: &LiveRound, user: &str) -> Result<Reply, IssueError> {
     let round = live.round.round;
-    if live.strategy == Strategy::Queue {
-        match queue::standing(state, live, user).await? {
-            Some(Outcome::Admission(Admission::AlreadyIssued { seq })) => {
-                return Ok(Reply::MyResult { seq: Some(seq), persisted: true, round });
-            }
-            Some(outcome) => return Ok(outcome_reply(outcome, round)),
-            None => {
-                return Ok(Reply::MyResult { seq: None, persisted: false, round });
-            }
+    match backends.holding(&live, &user).await {
+        Ok(Holding::Coupon { seq, persisted }) => Reply::MyResult { seq, persisted, round },
+        // A queue round's result is decided in MySQL: a held coupon is persisted.
+        Ok(Holding::InQueue(Some(Outcome::Admission(Admission::AlreadyIssued { seq })))) => {
+            Reply::MyResult { seq: Some(seq), persisted: true, round }
         }
+        Ok(Holding::InQueue(Some(outcome))) => outcome_reply(outcome, round),
+        Ok(Holding::InQueue(None)) => Reply::MyResult { seq: None, persisted: false, round },
+        Err(error) => unavailable(backends.as_ref(), &error),
     }
-    let persisted = db::user_seqs(&state.db, &live.round, user).await.map_err(IssueError::Database)?;
-    if live.strategy != Strategy::KafkaAsync {
-        return Ok(Reply::MyResult { seq: persisted.last().copied(), persisted: true, round });
-    }
-    // The latest coupon the user holds (the highest slot), as for the other strategies.
-    let mut redis = state.redis.clone();
-    let per_user: Option<u32> = redis.hget(&live.keys.meta, "per_user").await.map_err(IssueError::ReadResult)?;
-    let fields: Vec<String> = (1..=per_user.unwrap_or(1).max(1)).map(|slot| winner_field(user, slot)).collect();
-    let held: Vec<Option<u32>> = redis::cmd("HMGET")
-        .arg(&live.keys.winners)
-        .arg(&fields)
-        .query_async(&mut redis)
-        .await
-        .map_err(IssueError::ReadResult)?;
-    Ok(match held.into_iter().flatten().last() {
-        Some(seq) => Reply::MyResult { seq: Some(seq), persisted: persisted.contains(&seq), round },
-        None => Reply::MyResult { seq: None, persisted: false, round },
-    })
 }
 
 /// `GET /api/v1/events/{namespace}/{name}`: the current round's public state.
-async fn event_state(State(state): State<Arc<AppState>>, Path((namespace, name)): Path<(String, String)>) -> Reply {
+async fn event_state<B: Backends>(
+    State(backends): State<Arc<B>>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Reply {
     let event = match event_id(&namespace, &name) {
         Ok(event) => event,
         Err(reply) => return reply,
     };
-    let live = match lookup(&state, &event).await {
+    let live = match lookup(backends.as_ref(), &event).await {
         Ok(live) => live,
         Err(reply) => return reply,
     };
-    let mut redis = state.redis.clone();
-    let meta = match round_meta(&mut redis, &live.keys).await {
-        Ok(Some(meta)) => meta,
+    let RoundCounts { meta, remaining } = match backends.counts(&live).await {
+        Ok(Some(counts)) => counts,
         Ok(None) => return Reply::UnknownEvent,
-        Err(error) => return unavailable(&state, &IssueError::ReadResult(error)),
-    };
-    // Where the counts live is a fact of the strategy (the operator reads the same place).
-    let remaining = if live.strategy.counts_in_redis() {
-        meta.remaining
-    } else {
-        match db::round_row(&state.db, &live.round).await {
-            Ok(Some(row)) => row.stock.saturating_sub(row.issued),
-            Ok(None) => return Reply::UnknownEvent,
-            Err(error) => return unavailable(&state, &IssueError::Database(error)),
-        }
+        Err(error) => return unavailable(backends.as_ref(), &error),
     };
     let now = couponrush_core::wall_clock_ms();
     let phase = if now < meta.start_ms {
@@ -387,4 +379,364 @@ pub fn refusals_of_untrusted(
         parse_body(Ok(Bytes::copy_from_slice(body))).err(),
     ];
     refusals.into_iter().flatten().map(|reply| reply.into_response().status()).collect()
+}
+
+/// The README's answer table, row by row, through the router with backends in memory.
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::body::Body;
+    use axum::http::{Method, header};
+    use couponrush_core::round_store::admission::ScriptError;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::{Value, json};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::config::ServeConfig;
+
+    const SECRET: &str = "api-test-secret";
+    const URL: &str = "/api/v1/events/shop/sale/issue";
+
+    type Decision = Box<dyn Fn() -> Result<Outcome, IssueError> + Send + Sync>;
+
+    /// Rounds in memory and a scripted decision; counts what reached the backends, so a
+    /// refusal can be shown to have changed nothing.
+    struct Fake {
+        auth: Authenticator,
+        metrics: Metrics,
+        body_timeout: Duration,
+        rounds: HashMap<EventId, Arc<LiveRound>>,
+        lookup_fails: bool,
+        decision: Decision,
+        decisions: AtomicUsize,
+        holding: Mutex<Option<Result<Holding, IssueError>>>,
+        counts: Option<RoundCounts>,
+    }
+
+    fn shop_sale() -> EventId {
+        EventId::new("shop", "sale").expect("valid name")
+    }
+
+    impl Fake {
+        /// An open `kafka-async` round of 1,000 coupons for `shop/sale`.
+        fn open(decision: impl Fn() -> Result<Outcome, IssueError> + Send + Sync + 'static) -> Self {
+            Self::with_round(Strategy::KafkaAsync, 0, decision)
+        }
+
+        fn with_round(
+            strategy: Strategy,
+            start_ms: i64,
+            decision: impl Fn() -> Result<Outcome, IssueError> + Send + Sync + 'static,
+        ) -> Self {
+            let config = ServeConfig { jwt_hs256_secret: Some(SECRET.to_owned()), ..ServeConfig::default() };
+            let live = Arc::new(LiveRound::new(shop_sale().round(3), strategy, 1_000, 0, start_ms));
+            Self {
+                auth: Authenticator::from_config(&config).expect("auth config"),
+                metrics: Metrics::register(&mut prometheus_client::registry::Registry::default()),
+                body_timeout: Duration::from_millis(100),
+                rounds: HashMap::from([(shop_sale(), live)]),
+                lookup_fails: false,
+                decision: Box::new(decision),
+                decisions: AtomicUsize::new(0),
+                holding: Mutex::new(None),
+                counts: None,
+            }
+        }
+
+        fn live(&self) -> &LiveRound {
+            &self.rounds[&shop_sale()]
+        }
+    }
+
+    impl Backends for Fake {
+        fn auth(&self) -> &Authenticator {
+            &self.auth
+        }
+        fn metrics(&self) -> &Metrics {
+            &self.metrics
+        }
+        fn body_timeout(&self) -> Duration {
+            self.body_timeout
+        }
+        fn sold_out_from_memory(&self, event: &EventId) -> Option<Strategy> {
+            self.rounds.get(event).filter(|live| live.is_sold_out()).map(|live| live.strategy)
+        }
+        async fn lookup(&self, event: &EventId) -> Result<Option<Arc<LiveRound>>, IssueError> {
+            if self.lookup_fails {
+                return Err(IssueError::LookupEvent(refused()));
+            }
+            Ok(self.rounds.get(event).cloned())
+        }
+        async fn issue(
+            self: Arc<Self>,
+            _live: Arc<LiveRound>,
+            _user: String,
+            _attribution: Attribution,
+        ) -> Result<Outcome, IssueError> {
+            self.decisions.fetch_add(1, Ordering::SeqCst);
+            (self.decision)()
+        }
+        async fn holding(&self, _live: &LiveRound, _user: &str) -> Result<Holding, IssueError> {
+            self.holding.lock().expect("lock").take().expect("a test that GETs sets the holding")
+        }
+        async fn counts(&self, _live: &LiveRound) -> Result<Option<RoundCounts>, IssueError> {
+            Ok(self.counts.clone())
+        }
+    }
+
+    fn refused() -> redis::RedisError {
+        std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "test").into()
+    }
+
+    fn timed_out() -> redis::RedisError {
+        std::io::Error::new(std::io::ErrorKind::TimedOut, "test").into()
+    }
+
+    fn issued(seq: u32) -> Result<Outcome, IssueError> {
+        Ok(Outcome::Admission(Admission::Issued { seq, slot: 1, remaining: 10, at_ms: 0 }))
+    }
+
+    fn never() -> Result<Outcome, IssueError> {
+        panic!("this request must be answered before any decision")
+    }
+
+    fn token(user: &str) -> String {
+        let claims = json!({"sub": user, "exp": couponrush_core::wall_clock_ms() / 1000 + 60});
+        encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).expect("token")
+    }
+
+    struct Answer {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Value,
+    }
+
+    impl Answer {
+        fn word(&self) -> &str {
+            self.body["status"].as_str().unwrap_or_default()
+        }
+        fn header(&self, name: header::HeaderName) -> Option<&str> {
+            self.headers.get(name).and_then(|value| value.to_str().ok())
+        }
+    }
+
+    async fn send(fake: &Arc<Fake>, method: Method, uri: &str, auth: Option<&str>, body: Body) -> Answer {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(user) = auth {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {}", token(user)));
+        }
+        let response = app(fake.clone()).oneshot(request.body(body).expect("request")).await.expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024).await.expect("body");
+        Answer { status, headers, body: serde_json::from_slice(&bytes).expect("every answer is JSON") }
+    }
+
+    async fn press(fake: &Arc<Fake>) -> Answer {
+        send(fake, Method::POST, URL, Some("alice"), Body::empty()).await
+    }
+
+    #[tokio::test]
+    async fn admitted_now_is_201_issued_with_seq_and_round() {
+        let fake = Arc::new(Fake::open(|| issued(7)));
+        let answer = press(&fake).await;
+        assert_eq!((answer.status, answer.word()), (StatusCode::CREATED, "ISSUED"));
+        assert_eq!((answer.body["seq"].as_u64(), answer.body["round"].as_u64()), (Some(7), Some(3)));
+        let labels = AnswerLabels { status: "ISSUED", strategy: "kafka-async" };
+        assert_eq!(fake.metrics.answers.get_or_create(&labels).get(), 1, "the answer is counted");
+    }
+
+    #[tokio::test]
+    async fn a_user_who_holds_one_gets_200_already_issued_with_the_same_seq() {
+        let fake = Arc::new(Fake::open(|| Ok(Outcome::Admission(Admission::AlreadyIssued { seq: 7 }))));
+        let answer = press(&fake).await;
+        assert_eq!((answer.status, answer.word(), answer.body["seq"].as_u64()), (StatusCode::OK, "ALREADY_ISSUED", Some(7)));
+    }
+
+    #[tokio::test]
+    async fn joining_the_queue_is_202_queued_with_the_position() {
+        let fake = Arc::new(Fake::with_round(Strategy::Queue, 0, || Ok(Outcome::Queued { position: 42 })));
+        let answer = press(&fake).await;
+        assert_eq!((answer.status, answer.word()), (StatusCode::ACCEPTED, "QUEUED"));
+        assert_eq!(answer.body["position"].as_u64(), Some(42));
+    }
+
+    #[tokio::test]
+    async fn no_stock_left_is_410_sold_out_and_then_answered_from_memory_before_the_token() {
+        let fake = Arc::new(Fake::open(|| Ok(Outcome::Admission(Admission::SoldOut))));
+        let answer = press(&fake).await;
+        assert_eq!((answer.status, answer.word()), (StatusCode::GONE, "SOLD_OUT"));
+        fake.live().mark_sold_out();
+        // No token, and a body that would be a 400: a sold-out round still answers 410.
+        let answer = send(&fake, Method::POST, URL, None, Body::from("[1]")).await;
+        assert_eq!((answer.status, answer.word()), (StatusCode::GONE, "SOLD_OUT"));
+        assert_eq!(fake.decisions.load(Ordering::SeqCst), 1, "the second answer came from memory");
+    }
+
+    #[tokio::test]
+    async fn before_the_start_is_409_not_started_with_starts_at_and_retry_after_from_memory() {
+        let start_ms = couponrush_core::wall_clock_ms() + 3_600_000;
+        let fake = Arc::new(Fake::with_round(Strategy::KafkaAsync, start_ms, never));
+        let answer = press(&fake).await;
+        assert_eq!((answer.status, answer.word()), (StatusCode::CONFLICT, "NOT_STARTED"));
+        assert_eq!(answer.body["startsAt"].as_str(), Some(rfc3339(start_ms).as_str()));
+        let retry_after: u64 = answer.header(header::RETRY_AFTER).and_then(|s| s.parse().ok()).expect("Retry-After");
+        assert!((3_590..=3_600).contains(&retry_after), "Retry-After {retry_after} ends at the opening");
+        assert_eq!(fake.decisions.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn the_backends_not_started_and_ended_are_409() {
+        let starts_at_ms = couponrush_core::wall_clock_ms() + 50;
+        let fake = Arc::new(Fake::open(move || Ok(Outcome::Admission(Admission::NotStarted { starts_at_ms }))));
+        let answer = press(&fake).await;
+        assert_eq!((answer.status, answer.word()), (StatusCode::CONFLICT, "NOT_STARTED"));
+        assert_eq!(answer.header(header::RETRY_AFTER), Some("1"), "at least a second");
+        let fake = Arc::new(Fake::open(|| Ok(Outcome::Admission(Admission::Ended))));
+        let answer = press(&fake).await;
+        assert_eq!((answer.status, answer.word()), (StatusCode::CONFLICT, "ENDED"));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_event_route_or_method_is_a_json_404_or_405() {
+        let fake = Arc::new(Fake::open(never));
+        let answer = send(&fake, Method::POST, "/api/v1/events/shop/other/issue", Some("alice"), Body::empty()).await;
+        assert_eq!((answer.status, answer.word()), (StatusCode::NOT_FOUND, "UNKNOWN_EVENT"));
+        let answer = send(&fake, Method::GET, "/api/v1/nothing-here", None, Body::empty()).await;
+        assert_eq!((answer.status, answer.word()), (StatusCode::NOT_FOUND, "NOT_FOUND"));
+        let answer = send(&fake, Method::DELETE, URL, Some("alice"), Body::empty()).await;
+        assert_eq!((answer.status, answer.word()), (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"));
+    }
+
+    #[tokio::test]
+    async fn bad_tokens_and_bad_input_are_4xx_and_decide_nothing() {
+        let fake = Arc::new(Fake::open(never));
+        let answer = send(&fake, Method::POST, URL, None, Body::empty()).await;
+        assert_eq!((answer.status, answer.word()), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"));
+        assert_eq!(answer.header(header::WWW_AUTHENTICATE), Some("Bearer"));
+        let bad = [
+            ("/api/v1/events/shop/Sale/issue", Body::empty()),
+            ("/api/v1/events/shop/%7Bsale%7D/issue", Body::empty()),
+            (URL, Body::from("[]")),
+            (URL, Body::from("{\"requestId\": 5}")),
+            (URL, Body::from("{\"requestId\": \"\"}")),
+            (URL, Body::from("{\"unknown\": 1}")),
+        ];
+        for (uri, body) in bad {
+            let answer = send(&fake, Method::POST, uri, Some("alice"), body).await;
+            assert_eq!((answer.status, answer.word()), (StatusCode::BAD_REQUEST, "BAD_REQUEST"), "{uri}");
+        }
+        let large = Body::from(format!("{{\"requestId\": \"{}\"}}", "x".repeat(MAX_BODY_BYTES)));
+        let answer = send(&fake, Method::POST, URL, Some("alice"), large).await;
+        assert_eq!((answer.status, answer.word()), (StatusCode::PAYLOAD_TOO_LARGE, "TOO_LARGE"));
+        assert_eq!(fake.decisions.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_does_not_arrive_is_408_and_closes_the_connection() {
+        let fake = Arc::new(Fake::open(never));
+        let stalled = Body::from_stream(futures::stream::pending::<Result<Bytes, std::io::Error>>());
+        let answer = send(&fake, Method::POST, URL, Some("alice"), stalled).await;
+        assert_eq!((answer.status, answer.word()), (StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT"));
+        assert_eq!(answer.header(header::CONNECTION), Some("close"));
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_is_down_is_503_unavailable_with_retry_after() {
+        let fake = Arc::new(Fake::open(|| Err(IssueError::LockTimeout)));
+        let answer = press(&fake).await;
+        assert_eq!((answer.status, answer.word()), (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"));
+        assert_eq!(answer.header(header::RETRY_AFTER), Some("1"));
+        assert!(answer.body["message"].as_str().is_some_and(|m| m.contains("nothing was issued")));
+        let fake = Arc::new(Fake { lookup_fails: true, ..Fake::open(never) });
+        let answer = press(&fake).await;
+        assert_eq!((answer.status, answer.word()), (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"));
+    }
+
+    #[tokio::test]
+    async fn an_unconfirmed_write_is_503_outcome_unknown_never_nothing_issued() {
+        let fake = Arc::new(Fake::open(|| Err(IssueError::Admit(ScriptError::Redis(timed_out())))));
+        let answer = press(&fake).await;
+        assert_eq!((answer.status, answer.word()), (StatusCode::SERVICE_UNAVAILABLE, "OUTCOME_UNKNOWN"));
+        assert_eq!(answer.header(header::RETRY_AFTER), Some("1"));
+        assert!(answer.body["message"].as_str().is_some_and(|m| !m.contains("nothing was issued")));
+    }
+
+    #[tokio::test]
+    async fn a_round_whose_redis_state_was_lost_is_503_paused_for_five_seconds() {
+        let fake = Arc::new(Fake::open(|| Err(IssueError::RoundRegressed { seq_in_redis: 3, seen: 9 })));
+        let answer = press(&fake).await;
+        assert_eq!((answer.status, answer.word()), (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"));
+        assert_eq!(answer.header(header::RETRY_AFTER), Some("5"));
+        // Once the issuer knows the keys vanished, it answers so without asking.
+        let fake = Arc::new(Fake::open(never));
+        fake.live().mark_vanished();
+        let answer = press(&fake).await;
+        assert_eq!((answer.status, answer.header(header::RETRY_AFTER)), (StatusCode::SERVICE_UNAVAILABLE, Some("5")));
+    }
+
+    #[tokio::test]
+    async fn a_paused_round_is_503_paused_and_a_sold_out_one_stays_410() {
+        let fake = Arc::new(Fake::open(never));
+        fake.live().set_paused(true);
+        let answer = press(&fake).await;
+        assert_eq!((answer.status, answer.word()), (StatusCode::SERVICE_UNAVAILABLE, "PAUSED"));
+        assert_eq!(answer.header(header::RETRY_AFTER), Some("5"));
+        fake.live().mark_sold_out();
+        assert_eq!(press(&fake).await.status, StatusCode::GONE);
+    }
+
+    #[tokio::test]
+    async fn get_tells_what_the_caller_holds() {
+        let fake = Arc::new(Fake::open(never));
+        let cases = [
+            (Holding::Coupon { seq: Some(7), persisted: false }, StatusCode::OK, "ISSUED", json!(false)),
+            (Holding::Coupon { seq: None, persisted: false }, StatusCode::OK, "NOT_ISSUED", Value::Null),
+            (
+                Holding::InQueue(Some(Outcome::Admission(Admission::AlreadyIssued { seq: 4 }))),
+                StatusCode::OK,
+                "ISSUED",
+                json!(true),
+            ),
+            (Holding::InQueue(Some(Outcome::Queued { position: 9 })), StatusCode::ACCEPTED, "QUEUED", Value::Null),
+            (Holding::InQueue(None), StatusCode::OK, "NOT_ISSUED", Value::Null),
+        ];
+        for (holding, status, word, persisted) in cases {
+            let label = format!("{holding:?}");
+            *fake.holding.lock().expect("lock") = Some(Ok(holding));
+            let answer = send(&fake, Method::GET, URL, Some("alice"), Body::empty()).await;
+            assert_eq!((answer.status, answer.word()), (status, word), "{label}");
+            assert_eq!(answer.body["persisted"], persisted, "{label}");
+        }
+        let answer = send(&fake, Method::GET, URL, None, Body::empty()).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn get_of_an_event_is_its_public_state() {
+        let meta = RoundMeta {
+            stock: 1_000,
+            remaining: 0,
+            seq: 1_000,
+            per_user: 1,
+            start_ms: 1_700_000_000_000,
+            end_ms: None,
+            paused: false,
+        };
+        for (remaining, state) in [(10, "LIVE"), (0, "SOLD_OUT")] {
+            let fake = Arc::new(Fake { counts: Some(RoundCounts { meta: meta.clone(), remaining }), ..Fake::open(never) });
+            let answer = send(&fake, Method::GET, "/api/v1/events/shop/sale", None, Body::empty()).await;
+            assert_eq!(answer.status, StatusCode::OK);
+            assert_eq!(answer.body["state"].as_str(), Some(state));
+            assert_eq!((answer.body["stock"].as_u64(), answer.body["remaining"].as_u64()), (Some(1_000), Some(remaining.into())));
+            assert_eq!(answer.body["round"].as_u64(), Some(3));
+        }
+        let fake = Arc::new(Fake::open(never));
+        let answer = send(&fake, Method::GET, "/api/v1/events/shop/sale", None, Body::empty()).await;
+        assert_eq!((answer.status, answer.word()), (StatusCode::NOT_FOUND, "UNKNOWN_EVENT"), "keys gone");
+    }
 }

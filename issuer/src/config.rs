@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use couponrush_core::duration::parse as parse_duration;
 use couponrush_core::event::Strategy;
-use couponrush_core::workload::{ISSUER, env};
+use couponrush_core::workload::{ISSUER, env, local_backends};
 
 /// The issuer's command line. Without a command it serves, configured by the same flags
 /// and environment variables as `serve`: that is how its Deployment starts it.
@@ -58,7 +58,7 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct Backends {
     /// Redis URL, or comma-separated cluster seed URLs with --redis-cluster.
-    #[arg(long, env = env::REDIS_URL, default_value = "redis://127.0.0.1:16379", global = true)]
+    #[arg(long, env = env::REDIS_URL, default_value = local_backends::REDIS_URL, global = true)]
     pub redis_url: String,
     /// Treat --redis-url as the seeds of a Redis Cluster.
     #[arg(long, env = env::REDIS_CLUSTER, global = true)]
@@ -67,12 +67,12 @@ pub struct Backends {
     #[arg(
         long,
         env = env::DATABASE_URL,
-        default_value = "mysql://couponrush:couponrush@127.0.0.1:13306/couponrush",
+        default_value = local_backends::DATABASE_URL,
         global = true
     )]
     pub database_url: String,
     /// Kafka bootstrap servers.
-    #[arg(long, env = env::KAFKA_BROKERS, default_value = "127.0.0.1:19092", global = true)]
+    #[arg(long, env = env::KAFKA_BROKERS, default_value = local_backends::KAFKA_BROKERS, global = true)]
     pub kafka_brokers: String,
     /// Topic of admitted coupons.
     #[arg(long, env = env::KAFKA_TOPIC, default_value = couponrush_core::kafka::DEFAULT_TOPIC, global = true)]
@@ -91,7 +91,7 @@ impl Backends {
     }
 
     pub fn kafka(&self) -> couponrush_core::kafka::KafkaTarget {
-        self.tls.kafka(&self.kafka_brokers)
+        couponrush_core::kafka::KafkaTarget::new(&self.kafka_brokers, &self.tls)
     }
 
     pub async fn connect_database(&self, max_connections: u32) -> Result<sqlx::MySqlPool, sqlx::Error> {

@@ -4,7 +4,7 @@
 //! `OUTCOME_UNKNOWN`, and a retry tells), and a round whose Redis state vanished or went
 //! back in time is paused ([`IssueError::round_paused`]).
 
-use couponrush_core::admission::{ScriptError, may_have_run};
+use couponrush_core::round_store::admission::{ScriptError, may_have_run};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IssueError {
@@ -23,9 +23,9 @@ pub enum IssueError {
     #[error("the Redis gate failed")]
     Gate(#[source] redis::RedisError),
     #[error("the queue script failed")]
-    Queue(#[source] redis::RedisError),
+    Queue(#[source] ScriptError),
     #[error("reading the caller's result failed")]
-    ReadResult(#[source] redis::RedisError),
+    ReadResult(#[source] ScriptError),
     #[error("the round's keys vanished from Redis while it was live (Redis restarted without its data, or flushed)")]
     RoundVanished,
     #[error(
@@ -59,7 +59,9 @@ impl IssueError {
     /// is safe and tells (the winners hash or the unique keys return the same seq).
     pub fn outcome_unknown(&self) -> bool {
         match self {
-            IssueError::Admit(ScriptError::Redis(error)) | IssueError::Queue(error) => may_have_run(error),
+            IssueError::Admit(ScriptError::Redis(error)) | IssueError::Queue(ScriptError::Redis(error)) => {
+                may_have_run(error)
+            }
             IssueError::Database(error) => commit_may_have_happened(error),
             IssueError::Panicked(_) => true,
             _ => false,

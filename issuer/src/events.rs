@@ -9,8 +9,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use couponrush_core::event::{EventId, RoundId, Strategy};
-use couponrush_core::keys::{RoundKeys, SOLD_OUT_CHANNEL};
-use couponrush_core::prewarm::{current_round, round_meta};
+use couponrush_core::round_store::keys::{RoundKeys, SOLD_OUT_CHANNEL};
+use couponrush_core::round_store::meta::{current_round, round_meta};
 use couponrush_core::redis_conn::{RedisConn, RedisTarget};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -51,7 +51,7 @@ pub struct LiveRound {
 }
 
 impl LiveRound {
-    fn new(round: RoundId, strategy: Strategy, stock: u32, seq_seen: u32, start_ms: i64) -> Self {
+    pub(crate) fn new(round: RoundId, strategy: Strategy, stock: u32, seq_seen: u32, start_ms: i64) -> Self {
         Self {
             seq_seen: AtomicU32::new(seq_seen),
             vanished: AtomicBool::new(false),
@@ -99,7 +99,7 @@ impl LiveRound {
         self.paused.load(Ordering::Relaxed)
     }
 
-    fn set_paused(&self, paused: bool) {
+    pub(crate) fn set_paused(&self, paused: bool) {
         if self.paused.swap(paused, Ordering::Relaxed) != paused {
             tracing::warn!(round = %self.label, paused, "admissions paused by the event's owner: {paused}");
         }

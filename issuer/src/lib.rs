@@ -8,13 +8,13 @@
 
 pub mod api;
 pub mod auth;
+pub mod backends;
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod export;
 pub mod http;
 pub mod metrics;
-pub mod queue;
 pub mod response;
 pub mod state;
 pub mod strategies;
@@ -75,7 +75,7 @@ pub async fn run(
     let tasks = [
         tokio::spawn(events::refresh_loop(state.events.clone(), background.clone())),
         tokio::spawn(events::sold_out_listener(state.events.clone(), target, background.clone())),
-        tokio::spawn(queue::supervise(state.clone(), background.clone())),
+        tokio::spawn(strategies::supervise(state.clone(), background.clone())),
     ];
     let router = api::app(state.clone()).merge(ops.router());
     ops.set_ready(true);

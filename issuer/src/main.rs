@@ -86,7 +86,7 @@ async fn export_round(backends: &Backends, args: ExportArgs) -> anyhow::Result<(
     let stored_all = match backends.redis().connect().await {
         Ok(mut redis) => {
             let winners: Option<u64> =
-                redis::AsyncCommands::hlen(&mut redis, couponrush_core::keys::RoundKeys::new(&round).winners)
+                redis::AsyncCommands::hlen(&mut redis, couponrush_core::round_store::keys::RoundKeys::new(&round).winners)
                     .await
                     .ok();
             winners.is_none_or(|winners| winners <= written)

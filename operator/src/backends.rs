@@ -122,7 +122,7 @@ impl ClientCache {
         let made = Arc::new(Clients {
             redis,
             db,
-            kafka: endpoints.tls.kafka(&endpoints.kafka_brokers),
+            kafka: KafkaTarget::new(&endpoints.kafka_brokers, &endpoints.tls),
             migrated: std::sync::atomic::AtomicBool::new(false),
             topics: std::sync::Mutex::new(HashSet::new()),
         });

@@ -12,8 +12,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use couponrush_core::event::{EventId, RoundId, RoundSpec, Strategy};
-use couponrush_core::keys::RoundKeys;
+use couponrush_core::round_store::keys::RoundKeys;
 use couponrush_core::prewarm::{self, PrewarmError};
+use couponrush_core::round_store::meta::{current_round, round_meta, set_paused};
 use couponrush_core::{db, reconcile};
 use couponrush_crds::{CouponEvent, CouponEventStatus, Phase};
 use futures::StreamExt;
@@ -222,7 +223,7 @@ async fn connect(ce: &CouponEvent, context: &Context) -> Result<Arc<Clients>, Er
 /// whatever the spec says now; the spec's before the round is pre-warmed.
 async fn pinned_strategy(clients: &Clients, round: &RoundId, spec: Strategy) -> Result<Option<Strategy>, Error> {
     let mut redis = clients.redis.clone();
-    let current = prewarm::current_round(&mut redis, &round.event).await.map_err(Error::ObserveRedis)?;
+    let current = current_round(&mut redis, &round.event).await.map_err(Error::ObserveRedis)?;
     Ok(current.filter(|(current, _)| current == round).map(|(_, strategy)| strategy).filter(|s| *s != spec))
 }
 
@@ -230,7 +231,7 @@ async fn pinned_strategy(clients: &Clients, round: &RoundId, spec: Strategy) -> 
 async fn observe(clients: &Clients, round: &RoundId, strategy: Strategy) -> Result<Option<Observed>, Error> {
     let keys = RoundKeys::new(round);
     let mut redis = clients.redis.clone();
-    let Some(meta) = prewarm::round_meta(&mut redis, &keys).await.map_err(Error::ObserveRedis)? else {
+    let Some(meta) = round_meta(&mut redis, &keys).await.map_err(Error::ObserveRedis)? else {
         return Ok(None);
     };
     let persisted =
@@ -369,7 +370,7 @@ async fn apply_pass(ce: &CouponEvent, context: &Context) -> Result<Duration, Err
                 }
             }
             // Every pass, so a flag lost with Redis' state is written again too.
-            prewarm::set_paused(&mut redis, &round, ce.spec.paused).await.map_err(Error::ObserveRedis)?;
+            set_paused(&mut redis, &round, ce.spec.paused).await.map_err(Error::ObserveRedis)?;
             let inputs = WorkloadInputs {
                 issuer_image: context.config.issuer_image.clone(),
                 consumer_image: context.config.consumer_image.clone(),

@@ -88,3 +88,23 @@ impl Error {
 }
 
 pub use couponrush_core::error_chain as chain;
+
+/// Why the operator stopped with an error (a pod restart is the remedy for each).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("no Kubernetes configuration (in-cluster or KUBECONFIG)")]
+    NoKubernetesConfig(#[source] kube::Error),
+    #[error(
+        "cannot list CouponEvents{}: is the CRD installed (kubectl apply -f crds/couponevent.yaml) and the operator granted list on them?",
+        .namespace.as_ref().map(|namespace| format!(" in namespace {namespace}")).unwrap_or_default()
+    )]
+    CannotList {
+        namespace: Option<String>,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("leader election stopped")]
+    ElectionStopped,
+    #[error("lost the leader Lease; stopping so that only one replica reconciles")]
+    LostLease,
+}

@@ -24,7 +24,6 @@ pub mod status;
 
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use couponrush_core::ops::{self, Ops};
 use couponrush_crds::CouponEvent;
 use kube::Api;
@@ -36,15 +35,14 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::controller::Context;
+pub use crate::error::RunError;
 use crate::leader::Election;
 use crate::metrics::Metrics;
-
-const CANNOT_LIST: &str = "cannot list CouponEvents: is the CRD installed (kubectl apply -f crds/couponevent.yaml) and the operator granted list on them?";
 
 /// Runs until `shutdown`: serves the ops endpoints, takes part in leader election, and
 /// reconciles while it leads. Losing the Lease ends the run (the pod restarts and
 /// rejoins), so two replicas never reconcile at once.
-pub async fn run(config: Config, listener: tokio::net::TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(config: Config, listener: tokio::net::TcpListener, shutdown: CancellationToken) -> Result<(), RunError> {
     run_with_clock(config, listener, shutdown, Clock::system()).await
 }
 
@@ -55,8 +53,8 @@ pub async fn run_with_clock(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
     clock: Clock,
-) -> anyhow::Result<()> {
-    let client = kube::Client::try_default().await.context("no Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+) -> Result<(), RunError> {
+    let client = kube::Client::try_default().await.map_err(RunError::NoKubernetesConfig)?;
     run_with_client(config, client, listener, shutdown, clock).await
 }
 
@@ -69,7 +67,7 @@ pub async fn run_with_client(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
     clock: Clock,
-) -> anyhow::Result<()> {
+) -> Result<(), RunError> {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let ops = Ops::new(registry);
@@ -78,13 +76,16 @@ pub async fn run_with_client(
     // Listing where it will watch: a missing CRD and a missing grant both show here.
     let probe = ListParams::default().limit(1);
     if config.watch_namespaces.is_empty() {
-        Api::<CouponEvent>::all(client.clone()).list(&probe).await.context(CANNOT_LIST)?;
+        Api::<CouponEvent>::all(client.clone())
+            .list(&probe)
+            .await
+            .map_err(|source| RunError::CannotList { namespace: None, source })?;
     }
     for namespace in &config.watch_namespaces {
         Api::<CouponEvent>::namespaced(client.clone(), namespace)
             .list(&probe)
             .await
-            .with_context(|| format!("{CANNOT_LIST} (in namespace {namespace})"))?;
+            .map_err(|source| RunError::CannotList { namespace: Some(namespace.clone()), source })?;
     }
     ops.set_ready(true);
 
@@ -101,7 +102,7 @@ pub async fn run_with_client(
     let result = async {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            led = leading.wait_for(|leads| *leads) => { led.context("leader election stopped")?; }
+            led = leading.wait_for(|leads| *leads) => { led.map_err(|_| RunError::ElectionStopped)?; }
         }
         tracing::info!(identity = %config.identity, "leading: reconciling CouponEvents");
         metrics.leader.set(1);
@@ -121,7 +122,7 @@ pub async fn run_with_client(
         }
         metrics.leader.set(0);
         if lost {
-            anyhow::bail!("lost the leader Lease; stopping so that only one replica reconciles");
+            return Err(RunError::LostLease);
         }
         Ok(())
     }

@@ -20,11 +20,12 @@ pub fn winner_field(user: &str, slot: u32) -> String {
     if slot <= 1 { user.to_owned() } else { format!("{user}\u{1f}{slot}") }
 }
 
-/// Splits a winners-hash field back into user and slot.
-pub fn parse_winner_field(field: &str) -> (&str, u32) {
+/// Splits a winners-hash field back into user and slot; `None` for a field no version
+/// of [`winner_field`] writes (a slot that is not a number above 1).
+pub fn parse_winner_field(field: &str) -> Option<(&str, u32)> {
     match field.rsplit_once('\u{1f}') {
-        Some((user, slot)) => (user, slot.parse().unwrap_or(1)),
-        None => (field, 1),
+        Some((user, slot)) => slot.parse().ok().filter(|slot| *slot > 1).map(|slot| (user, slot)),
+        None => Some((field, 1)),
     }
 }
 
@@ -92,8 +93,10 @@ mod tests {
 
     #[test]
     fn winner_fields_round_trip() {
-        assert_eq!(parse_winner_field(&winner_field("u-1", 1)), ("u-1", 1));
-        assert_eq!(parse_winner_field(&winner_field("u-1", 3)), ("u-1", 3));
+        assert_eq!(parse_winner_field(&winner_field("u-1", 1)), Some(("u-1", 1)));
+        assert_eq!(parse_winner_field(&winner_field("u-1", 3)), Some(("u-1", 3)));
+        assert_eq!(parse_winner_field("u-1\u{1f}x"), None);
+        assert_eq!(parse_winner_field("u-1\u{1f}1"), None, "slot 1 is written without a separator");
     }
 
     #[test]

@@ -17,7 +17,7 @@
 use redis::Script;
 use std::sync::LazyLock;
 
-use crate::keys::{RoundKeys, SOLD_OUT_CHANNEL, winner_field};
+use crate::round_store::keys::{RoundKeys, SOLD_OUT_CHANNEL, winner_field};
 use crate::redis_conn::RedisConn;
 
 /// Outcome of one admission attempt.
@@ -154,6 +154,16 @@ fn parse_admission(reply: Vec<String>) -> Result<Admission, ScriptError> {
 
 fn to_u32(value: i64) -> u32 {
     u32::try_from(value.max(0)).unwrap_or(u32::MAX)
+}
+
+/// The `(slot, seq)` of every coupon `user` holds in the round, lowest slot first (read
+/// with the round's per-user limit; none if the round's keys are gone).
+pub async fn held_coupons(conn: &mut RedisConn, keys: &RoundKeys, user: &str) -> redis::RedisResult<Vec<(u32, u32)>> {
+    let per_user = super::meta::per_user(conn, keys).await?;
+    let slots: Vec<u32> = (1..=per_user.unwrap_or(1).max(1)).collect();
+    let fields: Vec<String> = slots.iter().map(|slot| winner_field(user, *slot)).collect();
+    let held: Vec<Option<u32>> = redis::cmd("HMGET").arg(&keys.winners).arg(&fields).query_async(conn).await?;
+    Ok(slots.into_iter().zip(held).filter_map(|(slot, seq)| seq.map(|seq| (slot, seq))).collect())
 }
 
 /// Outcome of [`roll_back`].
