@@ -1,5 +1,5 @@
 //! Test harness for couponrush's end-to-end tests: the real Redis, Kafka and MariaDB
-//! that `e2e/backends.sh up` starts, issuers and consumers run in-process (or, where a
+//! that `local/backends.sh up` starts, issuers and consumers run in-process (or, where a
 //! test kills one, as a child process), and a spike driver that fires many distinct
 //! users at an event concurrently and tallies the answers.
 
@@ -31,14 +31,14 @@ pub fn issuer_config() -> ServeConfig {
     ServeConfig { jwt_hs256_secret: Some(JWT_SECRET.to_owned()), ..ServeConfig::default() }
 }
 
-/// Where the local backends are (the same defaults and variables as e2e/backends.sh).
+/// Where the local backends are (the same defaults and variables as local/backends.sh).
 #[derive(Clone, Debug)]
 pub struct Env {
     pub redis_url: String,
     pub redis_cluster_urls: String,
     pub database_url: String,
     pub kafka_brokers: String,
-    /// TLS and authentication (`BACKENDS_TLS=1 e2e/backends.sh env` sets them; unset:
+    /// TLS and authentication (`BACKENDS_TLS=1 local/backends.sh env` sets them; unset:
     /// plaintext).
     pub tls: BackendTls,
 }
@@ -85,7 +85,7 @@ impl Scope {
         Self::with_redis(name, false).await
     }
 
-    /// The same against the three-node Redis Cluster (`e2e/backends.sh up redis-cluster`).
+    /// The same against the three-node Redis Cluster (`local/backends.sh up redis-cluster`).
     pub async fn new_on_redis_cluster(name: &str) -> anyhow::Result<Self> {
         Self::with_redis(name, true).await
     }
@@ -97,7 +97,7 @@ impl Scope {
             .tls
             .connect_database(&env.database_url, 1)
             .await
-            .context("MariaDB is not answering: run e2e/backends.sh up")?;
+            .context("MariaDB is not answering: run local/backends.sh up")?;
         sqlx::query(&format!("CREATE DATABASE `{database}`")).execute(&admin).await?;
         // The same server and options (`?ssl-mode=...`), another database.
         let (address, options) = env.database_url.split_once('?').unwrap_or((env.database_url.as_str(), ""));
@@ -108,7 +108,7 @@ impl Scope {
         let topic = unique(&format!("test.{name}"));
         kafka::ensure_topics(&env.kafka(), &topic, 4)
             .await
-            .context("Kafka is not answering: run e2e/backends.sh up")?;
+            .context("Kafka is not answering: run local/backends.sh up")?;
         Ok(Self { env, cluster, database_url, topic, namespace: unique("ns") })
     }
 

@@ -18,12 +18,12 @@ use couponrush_e2e::{Scope, wait_until};
 use redis::AsyncCommands;
 
 fn backends_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("backends.sh")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../local/backends.sh")
 }
 
 async fn backends(args: &[&str]) -> anyhow::Result<()> {
     let status = tokio::process::Command::new("bash").arg(backends_script()).args(args).status().await?;
-    anyhow::ensure!(status.success(), "e2e/backends.sh {args:?} failed");
+    anyhow::ensure!(status.success(), "local/backends.sh {args:?} failed");
     Ok(())
 }
 
@@ -86,7 +86,7 @@ async fn broker_outage_answers_503_and_admits_nothing() -> anyhow::Result<()> {
         Ok(tokio::net::TcpStream::connect(&broker).await.is_err())
     })
     .await
-    .context("e2e/backends.sh stop kafka left a broker answering (started from another state dir?)")?;
+    .context("local/backends.sh stop kafka left a broker answering (started from another state dir?)")?;
     let client = reqwest::Client::new();
     let probes = futures::future::join_all(
         (0..20).map(|i| client.post(&urls[0]).bearer_auth(couponrush_e2e::token(&format!("outage-user-{i}"))).send()),

@@ -1,4 +1,4 @@
-//! The kafka-async spike against a three-node Redis Cluster (e2e/backends.sh up
+//! The kafka-async spike against a three-node Redis Cluster (local/backends.sh up
 //! redis-cluster): every key of a round shares one hash tag, so the Lua admission runs
 //! on one shard, and the guarantees hold as on a single node.
 
