@@ -4,16 +4,16 @@
 #
 #   local/cluster/build.sh [all]          build everything missing (idempotent; prints timings)
 #   local/cluster/build.sh k8s            kube-apiserver, kube-controller-manager, kube-scheduler,
-#                                       kubectl, etcd, kwok, kwokctl
+#                                         kubectl, etcd, kwok, kwokctl
 #   local/cluster/build.sh tools          helm, k6
 #   local/cluster/build.sh promtool       Prometheus' promtool (monitoring/test.sh)
 #   local/cluster/build.sh print-promtool the path of promtool
 #   local/cluster/build.sh prometheus     the Prometheus server (e2e/scenario.sh local scrapes the
-#                                       round with it; monitoring/live.py queries it)
+#                                         round with it; monitoring/live.py queries it)
 #   local/cluster/build.sh print-prometheus  the path of the Prometheus server
 #   local/cluster/build.sh monitoring     both promtool and prometheus (what `make test` builds)
 #   local/cluster/build.sh node           kubelet, kube-proxy, coredns, pause (the real-pods node,
-#                                       local/pods/node.sh)
+#                                         local/pods/node.sh)
 #   local/cluster/build.sh print-bin-dir  the bin dir of the cluster binaries
 #   local/cluster/build.sh print-tools-dir
 #   local/cluster/build.sh versions       one `name version` line per binary

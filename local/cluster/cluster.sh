@@ -3,14 +3,14 @@
 # binaries local/cluster/build.sh builds (no container engine, nothing downloaded).
 #
 #   local/cluster/cluster.sh up          start (idempotent; builds the binaries if missing; waits
-#                                      for /readyz and for the 3 kwok nodes to be Ready)
+#                                        for /readyz and for the 3 kwok nodes to be Ready)
 #   local/cluster/cluster.sh down        stop everything and delete the cluster's state
 #   local/cluster/cluster.sh status      one line per component; non-zero exit if not ready
 #   local/cluster/cluster.sh env         `export KUBECONFIG=...` (and the bin dirs)
 #   local/cluster/cluster.sh kubeconfig  the path of the kubeconfig
 #   local/cluster/cluster.sh kubectl ... kubectl (the one built) against this cluster
 #   local/cluster/cluster.sh smoke       a Deployment of 2 replicas becomes available; scaled to
-#                                      0 its pods go away (namespace cluster-smoke-N, removed after)
+#                                        0 its pods go away (namespace cluster-smoke-N, removed after)
 #
 # How: `kwokctl create cluster --runtime=binary` with every binary given as a local path
 # (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok controller, kubectl),

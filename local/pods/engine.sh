@@ -2,7 +2,7 @@
 # local/pods/engine.sh — the container engine the real-pods tier builds its images with.
 #
 #   local/pods/engine.sh up       install Debian's docker.io when missing; start a dockerd when
-#                               none answers (idempotent; waits until it answers)
+#                                 none answers (idempotent; waits until it answers)
 #   local/pods/engine.sh down     stop the dockerd this script started (never someone else's)
 #   local/pods/engine.sh status   exit 0 iff a daemon answers
 #   local/pods/engine.sh env      `export DOCKER=...` (the client that talks to it)

@@ -6,8 +6,8 @@
 # iptables rules, names resolve through CoreDNS. Everything stays on this machine.
 #
 #   local/pods/node.sh up       start (idempotent; installs containerd/runc/CNI plugins when missing,
-#                             imports the images of local/pods/images.sh, waits for a Ready node
-#                             and answering cluster DNS)
+#                               imports the images of local/pods/images.sh, waits for a Ready node
+#                               and answering cluster DNS)
 #   local/pods/node.sh down     stop everything, remove pods' mounts, network and iptables rules
 #   local/pods/node.sh status   exit 0 iff the node is Ready
 #   local/pods/node.sh env      `export KUBECONFIG=...` (an admin kubeconfig) and the image names
