@@ -173,7 +173,7 @@ w(f"- Machine: {NPROC} vCPU ({machine.get('cpu_model', '?')}), {machine.get('mem
 w("  Load generator, issuer, consumer, Redis, MariaDB and Kafka all share these cores; so does")
 w("  whatever else runs on the machine (the *background* column: CPU used by processes that are")
 w("  not part of the benchmark, in % of one core, during each run).")
-w(f"- Generator: `couponrush-load` (e2e/src/load.rs), open model as wrk2: request *k* is due at")
+w(f"- Generator: `couponrush-load` (e2e/src/load/open_model.rs), open model as wrk2: request *k* is due at")
 w(f"  start + *k*/rate whatever happened before it; {machine.get('connections', '?')} keep-alive HTTP/1.1 connections")
 w("  (the same for every target) take the requests in due order, a free one sends a request when")
 w("  it is due (at once if late). Latency is measured **from the due time** (or from sending, if")
@@ -439,7 +439,7 @@ def profile_section(path):
 if os.path.exists(os.path.join(WORK, "timeline.svg")):
     w("## The seed round as a picture")
     w("")
-    w("One more kafka-async seed round, driven by `couponrush-spike` (closed loop, not a measurement): "
+    w("One more kafka-async seed round, driven by `couponrush-load spike` (closed loop, not a measurement): "
       "answers per second by kind, issued and persisted over time, the opening, the first SOLD_OUT "
       "and the last row in MySQL.")
     w("")

@@ -2,7 +2,7 @@
 # bench/run.sh — the benchmark of BENCH.md: every strategy under the seed spike
 # (docs/strategies.md#the-seed-scenario), on the admission path and on the sold-out
 # path, beside the ceiling of the same machine (a trivial axum server,
-# bench/ceiling/) under the same load generator (couponrush-load, e2e/src/load.rs:
+# bench/ceiling/) under the same load generator (couponrush-load, e2e/src/load/open_model.rs:
 # open model, latency from each request's due time) and the same connection count, in
 # one run. Writes bench/results/<date>.md and prints it.
 #
@@ -356,7 +356,7 @@ fi
 log "building the issuer, the consumer and the load generator (release)"
 t0=$EPOCHREALTIME
 cargo build --release -q -p couponrush-issuer -p couponrush-consumer -p couponrush-e2e \
-  --bin couponrush-issuer --bin couponrush-consumer --bin couponrush-load --bin couponrush-spike
+  --bin couponrush-issuer --bin couponrush-consumer --bin couponrush-load
 log "building the ceiling server (its own workspace)"
 CARGO_TARGET_DIR="$CEILING_TARGET_DIR" cargo build --release -q --manifest-path "$HERE/ceiling/Cargo.toml"
 BUILD_S=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }')
@@ -480,9 +480,9 @@ done
 # ----------------------------------------------------------------------------- timeline
 
 # The seed round as a picture (answers per second by kind, issued and persisted over
-# time, the opening, the first SOLD_OUT, the last row): couponrush-spike drives one more
-# kafka-async round through a fresh issuer and the running consumer. Not a measurement:
-# the spike driver is a closed loop with its own tokens (the e2e secret).
+# time, the opening, the first SOLD_OUT, the last row): `couponrush-load spike` drives one
+# more kafka-async round through a fresh issuer and the running consumer. Not a
+# measurement: the spike is a closed loop with its own tokens (the e2e secret).
 if [[ " $STRATEGIES " == *" kafka-async "* ]]; then
   log "timeline: one more kafka-async seed round, drawn"
   serve issuer "$ISSUER_PORT" "$BENCH_WORK/issuer-timeline.log" env JWT_HS256_SECRET=e2e-test-secret \
@@ -490,7 +490,7 @@ if [[ " $STRATEGIES " == *" kafka-async "* ]]; then
   name="timeline-$EV_STAMP"
   opens_at=$(($(date +%s%3N) + 3000))
   prewarm "$name" "$SPIKE_STOCK" kafka-async "$opens_at"
-  "$BIN/couponrush-spike" --issuer "http://127.0.0.1:$ISSUER_PORT" --database-url "$DATABASE_URL" \
+  "$BIN/couponrush-load" spike --issuer "http://127.0.0.1:$ISSUER_PORT" --database-url "$DATABASE_URL" \
     --event "$NAMESPACE/$name" --stock "$SPIKE_STOCK" --users "$SPIKE_USERS" --requests "$SPIKE_REQUESTS" \
     --opens-at-ms "$opens_at" --timeline "$BENCH_WORK/timeline.svg" >"$BENCH_WORK/timeline.txt" 2>&1 ||
     log "timeline: the spike failed (see $BENCH_WORK/timeline.txt); the report has no timeline"

@@ -53,7 +53,7 @@ case "$provider" in
     local/cluster/cluster.sh up >/dev/null
     eval "$(local/cluster/cluster.sh env)"
     cargo build -q -p couponrush-operator -p couponrush-issuer -p couponrush-consumer -p couponrush-e2e \
-      --bin couponrush-operator --bin couponrush-issuer --bin couponrush-consumer --bin couponrush-spike
+      --bin couponrush-operator --bin couponrush-issuer --bin couponrush-consumer --bin couponrush-load
     bin="$CARGO_TARGET_DIR/debug"
     kubectl="$COUPONRUSH_K8S_BIN_DIR/kubectl"
     helm="$COUPONRUSH_TOOLS_BIN_DIR/helm"
@@ -67,8 +67,8 @@ case "$provider" in
     eval "$(local/pods/node.sh env)"
     kubectl="$COUPONRUSH_K8S_BIN_DIR/kubectl"
     helm="$COUPONRUSH_TOOLS_BIN_DIR/helm"
-    cargo build -q -p couponrush-e2e --bin couponrush-spike
-    spike=("$CARGO_TARGET_DIR/debug/couponrush-spike")
+    cargo build -q -p couponrush-e2e --bin couponrush-load
+    spike=("$CARGO_TARGET_DIR/debug/couponrush-load" spike)
     images=(redis="$IMAGE_REDIS" mariadb="$IMAGE_MARIADB" kafka="$IMAGE_KAFKA")
     couponrush_image=$IMAGE_COUPONRUSH
     # The node has two CPUs: one issuer (900m) and one consumer (500m) beside the operator,
@@ -91,8 +91,8 @@ case "$provider" in
     for name in redis mariadb kafka; do images+=("$name=$(sed -n "s/^$name=//p" "$state/images.env")"); done
     for image in "$couponrush_image" "${images[@]#*=}"; do kind load docker-image "$image" --name couponrush; done
     kubectl=kubectl helm=helm
-    cargo build -q -p couponrush-e2e --bin couponrush-spike
-    spike=("$CARGO_TARGET_DIR/debug/couponrush-spike")
+    cargo build -q -p couponrush-e2e --bin couponrush-load
+    spike=("$CARGO_TARGET_DIR/debug/couponrush-load" spike)
     ;;
   *) echo "usage: e2e/scenario.sh [local|pods|pods-faults|kind]" >&2; exit 2 ;;
 esac
@@ -263,7 +263,7 @@ if [ "$provider" = local ]; then
     LISTEN=127.0.0.1:18190 "$bin/couponrush-consumer" >"$state/consumer.log" 2>&1 &
   pids+=($!)
   issuer_url=http://127.0.0.1:18180
-  spike=("$bin/couponrush-spike")
+  spike=("$bin/couponrush-load" spike)
   db_from_host=$backends_db
 else
   # Ready by the kubelet's own probes.

@@ -1,10 +1,10 @@
 //! Test harness for couponrush's end-to-end tests: the real Redis, Kafka and MariaDB
 //! that `local/backends.sh up` starts, issuers and consumers run in-process (or, where a
-//! test kills one, as a child process), and a spike driver that fires many distinct
-//! users at an event concurrently and tallies the answers.
+//! test kills one, as a child process), and the load generator ([`load`]): the spike that
+//! fires many distinct users at an event concurrently and tallies the answers, and the
+//! benchmark's open model.
 
 pub mod load;
-pub mod spike;
 pub mod timeline;
 
 use std::future::Future;

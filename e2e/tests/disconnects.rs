@@ -14,7 +14,7 @@ use std::time::Duration;
 use couponrush_core::event::{RoundId, Strategy};
 use couponrush_core::keys::RoundKeys;
 use couponrush_core::prewarm::round_meta;
-use couponrush_e2e::spike::{HangUps, Spike, Tally, rows};
+use couponrush_e2e::load::{HangUps, Spike, Tally, rows};
 use couponrush_e2e::{Scope, token};
 use redis::AsyncCommands;
 

@@ -13,7 +13,7 @@ use couponrush_core::db;
 use couponrush_core::event::Strategy;
 use couponrush_core::keys::RoundKeys;
 use couponrush_core::prewarm::round_meta;
-use couponrush_e2e::spike::{Spike, check_sold_out, check_winners, rows};
+use couponrush_e2e::load::{Spike, check_sold_out, check_winners, rows};
 use couponrush_e2e::{Scope, wait_until};
 use redis::AsyncCommands;
 
@@ -127,7 +127,7 @@ async fn broker_outage_answers_503_and_admits_nothing() -> anyhow::Result<()> {
 
 /// The producer needs a moment to find the restarted broker; retry the first request
 /// until it is admitted, then run the spike.
-async fn wait_for_broker_then(spike: &Spike, urls: &[String]) -> anyhow::Result<couponrush_e2e::spike::Tally> {
+async fn wait_for_broker_then(spike: &Spike, urls: &[String]) -> anyhow::Result<couponrush_e2e::load::Tally> {
     let client = reqwest::Client::new();
     wait_until("the broker to take coupons again", Duration::from_secs(60), || async {
         let response = client.post(&urls[0]).bearer_auth(couponrush_e2e::token("user-000000")).send().await?;

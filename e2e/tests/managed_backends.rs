@@ -15,7 +15,7 @@ use couponrush_core::event::Strategy;
 use couponrush_core::kafka::{self, KafkaTarget, Publisher};
 use couponrush_core::message::IssuedCoupon;
 use couponrush_e2e::Scope;
-use couponrush_e2e::spike::{Spike, check_sold_out, rows};
+use couponrush_e2e::load::{Spike, check_sold_out, rows};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 /// The test's premise: every backend is reached over TLS. Fails (never skips) otherwise.

@@ -14,7 +14,7 @@ use couponrush_core::event::EventId;
 use couponrush_core::keys::RoundKeys;
 use couponrush_core::prewarm::{recover_round, round_meta};
 use couponrush_crds::{CouponEvent, CouponEventStatus, Phase};
-use couponrush_e2e::spike::{Spike, check_sold_out, rows};
+use couponrush_e2e::load::{Spike, check_sold_out, rows};
 use couponrush_e2e::{Scope, Service, token, unique, wait_until};
 use couponrush_issuer::config::{Backends, ServeConfig};
 use couponrush_operator::clock::Clock;

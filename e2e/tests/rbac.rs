@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use couponrush_crds::{CouponEvent, Phase};
-use couponrush_e2e::spike::{Spike, check_sold_out, rows};
+use couponrush_e2e::load::{Spike, check_sold_out, rows};
 use couponrush_e2e::{Scope, Service, unique, wait_until};
 use couponrush_issuer::config::{Backends, ServeConfig};
 use couponrush_operator::clock::Clock;

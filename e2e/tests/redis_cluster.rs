@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use couponrush_core::event::Strategy;
 use couponrush_e2e::Scope;
-use couponrush_e2e::spike::{Spike, check_sold_out, rows};
+use couponrush_e2e::load::{Spike, check_sold_out, rows};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_async_spike_on_a_redis_cluster() -> anyhow::Result<()> {

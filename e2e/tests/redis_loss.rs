@@ -18,7 +18,7 @@ use std::time::Duration;
 use couponrush_core::event::{RoundSpec, Strategy};
 use couponrush_core::keys::RoundKeys;
 use couponrush_core::prewarm::{self, PrewarmError, round_meta};
-use couponrush_e2e::spike::{Spike, Tally, rows};
+use couponrush_e2e::load::{Spike, Tally, rows};
 use couponrush_e2e::{Scope, token, wait_until};
 use redis::AsyncCommands;
 

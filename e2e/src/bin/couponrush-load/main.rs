@@ -1,18 +1,28 @@
-//! `couponrush-load`: the benchmark's open-model load generator (see `couponrush_e2e::load`).
-//! Sends `--requests` POSTs to an event's issue URL at a constant `--rate`, each as one of
-//! `--users` distinct users (every user about requests/users times, in random order) or,
-//! with `--distinct`, every request as a new user; prints a summary and, with `--json`,
-//! writes the full report.
+//! `couponrush-load`: the project's load generator (see `couponrush_e2e::load`), in two
+//! modes.
+//!
+//! The open model, what the benchmark measures with: sends `--requests` POSTs to an
+//! event's issue URL at a constant `--rate`, each as one of `--users` distinct users
+//! (every user about requests/users times, in random order) or, with `--distinct`, every
+//! request as a new user; prints a summary and, with `--json`, writes the full report.
 //!
 //!   couponrush-load --target http://127.0.0.1:8080 --event default/opening-day \
 //!     --rate 10000 --requests 100000 --users 10000 --jwt-secret "$SECRET" [--opens-at-ms ...]
+//!
+//! The spike (`spike.rs`), what the demo and the end-to-end scenarios drive a round with:
+//! the seed spike as a closed loop, then the guarantees checked against MySQL.
+//!
+//!   couponrush-load spike --issuer http://127.0.0.1:18080 --event default/demo --stock 1000 \
+//!     --opens-at-ms ... --database-url mysql://... [--timeline round.svg]
+
+mod spike;
 
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use couponrush_e2e::load::{Plan, Report};
 use hyper::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use rand::SeedableRng;
@@ -27,8 +37,27 @@ enum Auth {
 }
 
 #[derive(Debug, Parser)]
-#[command(about = "Open-model load generator: a constant arrival rate, latency from each request's due time.")]
-struct Args {
+#[command(
+    about = "Load on an issuer: the open model (a constant arrival rate, latency from each request's due time) or the seed spike (`spike`).",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    /// The open model's flags (no subcommand).
+    #[command(flatten)]
+    open: Option<OpenModelArgs>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// The seed spike at a running issuer (closed loop), the guarantees checked against MySQL.
+    Spike(spike::Args),
+}
+
+/// The open model.
+#[derive(Debug, clap::Args)]
+struct OpenModelArgs {
     /// Base URL of the issuer (or of the benchmark's ceiling server).
     #[arg(long)]
     target: String,
@@ -72,7 +101,7 @@ struct Args {
     json: Option<PathBuf>,
 }
 
-fn credentials(args: &Args, users: u32) -> anyhow::Result<Vec<(HeaderName, HeaderValue)>> {
+fn credentials(args: &OpenModelArgs, users: u32) -> anyhow::Result<Vec<(HeaderName, HeaderValue)>> {
     let ttl = Duration::from_secs(24 * 3600);
     (0..users)
         .map(|i| {
@@ -92,7 +121,14 @@ fn credentials(args: &Args, users: u32) -> anyhow::Result<Vec<(HeaderName, Heade
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    match Cli::parse() {
+        Cli { mode: Some(Mode::Spike(args)), .. } => tokio::runtime::Runtime::new()?.block_on(spike::run(args)),
+        Cli { open: Some(args), .. } => open_model(args),
+        Cli { mode: None, open: None } => anyhow::bail!("--target, --event and --rate, or `spike` (see --help)"),
+    }
+}
+
+fn open_model(args: OpenModelArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.rate > 0.0 && args.requests > 0 && args.connections > 0, "rate, requests, connections > 0");
     let url: hyper::Uri = args.target.parse().context("--target is a URL")?;
     let authority = url.authority().context("--target needs host:port")?.clone();
@@ -132,7 +168,7 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_summary(args: &Args, users: u32, minting: Duration, report: &Report) {
+fn print_summary(args: &OpenModelArgs, users: u32, minting: Duration, report: &Report) {
     println!(
         "{} requests from {users} users ({} tokens prepared in {} ms) at {}/s over {} connections",
         report.requests,
@@ -158,4 +194,52 @@ fn print_summary(args: &Args, users: u32, minting: Duration, report: &Report) {
         "answers {:?} {:?}; transport errors {}, timeouts {}",
         report.by_code, report.by_status, report.transport_errors, report.timeouts
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The invocations the scripts use (bench/run.sh, bench/pod.sh; e2e/demo.sh,
+    /// e2e/scenario.sh) parse into their mode.
+    #[test]
+    fn both_modes_parse() {
+        let open = Cli::try_parse_from([
+            "couponrush-load",
+            "--target",
+            "http://127.0.0.1:8080",
+            "--event",
+            "default/opening-day",
+            "--rate",
+            "10000",
+        ])
+        .expect("open model");
+        assert!(matches!(open, Cli { mode: None, open: Some(OpenModelArgs { requests: 100_000, .. }) }));
+
+        let spike = Cli::try_parse_from([
+            "couponrush-load",
+            "spike",
+            "--issuer",
+            "http://127.0.0.1:18080",
+            "--event",
+            "default/demo",
+            "--stock",
+            "1000",
+            "--opens-at-ms",
+            "1",
+            "--database-url",
+            "mysql://x",
+            "--expect-sold-out",
+            "false",
+        ])
+        .expect("spike");
+        let Cli { mode: Some(Mode::Spike(args)), open: None } = spike else { panic!("not the spike: {spike:?}") };
+        assert_eq!((args.users, args.requests, args.concurrency), (10_000, 100_000, 256));
+        assert!(!args.expect_sold_out && !args.tolerate_transport_errors && args.timeline.is_none());
+    }
+
+    #[test]
+    fn the_modes_do_not_mix() {
+        assert!(Cli::try_parse_from(["couponrush-load", "--rate", "1", "spike"]).is_err());
+    }
 }

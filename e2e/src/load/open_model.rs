@@ -83,7 +83,7 @@ impl Quantiles {
 }
 
 /// The `q` quantile (0..=1) of `sorted` (nearest rank), `None` if it is empty. The one
-/// definition the load generator's report and the spike driver's tally share.
+/// definition the open model's report and the spike's tally share.
 pub fn quantile<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
     let last = sorted.len().checked_sub(1)?;
     let index = (last as f64 * q).round() as usize;

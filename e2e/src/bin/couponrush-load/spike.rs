@@ -1,65 +1,59 @@
-//! `couponrush-spike`: fires the seed spike at a running issuer and prints a report a
-//! person can read in five seconds. The demo runs it; it also works against any issuer
-//! that accepts the e2e HS256 secret.
+//! `couponrush-load spike`: fires the seed spike at a running issuer, a fixed number of
+//! requests in flight (closed loop), then checks the guarantees against MySQL and prints a
+//! report a person can read in five seconds. The demo, the end-to-end scenarios and the
+//! benchmark's timeline run it; it works against any issuer that accepts the e2e HS256
+//! secret.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use couponrush_core::db;
 use couponrush_core::event::EventId;
-use couponrush_e2e::spike::{Spike, rows};
+use couponrush_e2e::load::{Spike, rows};
 
-struct Args {
-    issuer: String,
-    database_url: String,
-    event: EventId,
-    stock: u32,
-    users: usize,
-    requests: usize,
-    concurrency: usize,
-    opens_at_ms: i64,
+/// The booleans take a value (`--expect-sold-out false`), as the scenarios pass them.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Base URL of the issuer.
+    #[arg(long)]
+    pub issuer: String,
+    /// The database the consumer writes to: the rows are the guarantees' evidence.
+    #[arg(long)]
+    pub database_url: String,
+    /// `namespace/name` of the event (its round 1 is driven).
+    #[arg(long)]
+    pub event: String,
+    #[arg(long)]
+    pub stock: u32,
+    #[arg(long, default_value_t = 10_000)]
+    pub users: usize,
+    /// Requests in all, spread evenly over the users (requests/users each).
+    #[arg(long, default_value_t = 100_000)]
+    pub requests: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+    /// The round's opening (epoch ms): the spike waits for it.
+    #[arg(long)]
+    pub opens_at_ms: i64,
     /// Pod-fault runs: requests whose connection broke (the issuer pod was killed) are
     /// counted, not failures; 5xx answers and every other guarantee still are.
-    tolerate_transport_errors: bool,
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pub tolerate_transport_errors: bool,
     /// false: a spike cut short by a fault (the round need not sell out in it); it still
     /// requires every 201 to become its row, and never more rows than stock.
-    expect_sold_out: bool,
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub expect_sold_out: bool,
     /// Where to write the round's timeline (SVG), if anywhere.
-    timeline: Option<String>,
+    #[arg(long)]
+    pub timeline: Option<String>,
 }
 
-fn parse_args() -> anyhow::Result<Args> {
-    let mut args = std::env::args().skip(1);
-    let mut get = std::collections::HashMap::new();
-    while let Some(flag) = args.next() {
-        let value = args.next().with_context(|| format!("{flag} needs a value"))?;
-        get.insert(flag.trim_start_matches("--").to_owned(), value);
-    }
-    let take = |name: &str| get.get(name).cloned().with_context(|| format!("--{name} is required"));
-    let (namespace, name) = take("event")?
-        .split_once('/')
-        .map(|(a, b)| (a.to_owned(), b.to_owned()))
-        .context("--event is namespace/name")?;
-    Ok(Args {
-        issuer: take("issuer")?,
-        database_url: take("database-url")?,
-        event: EventId::new(&namespace, &name)?,
-        stock: take("stock")?.parse()?,
-        users: get.get("users").map_or(Ok(10_000), |v| v.parse())?,
-        requests: get.get("requests").map_or(Ok(100_000), |v| v.parse())?,
-        concurrency: get.get("concurrency").map_or(Ok(256), |v| v.parse())?,
-        opens_at_ms: take("opens-at-ms")?.parse()?,
-        tolerate_transport_errors: get.get("tolerate-transport-errors").map_or(Ok(false), |v| v.parse())?,
-        expect_sold_out: get.get("expect-sold-out").map_or(Ok(true), |v| v.parse())?,
-        timeline: get.get("timeline").cloned(),
-    })
-}
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = parse_args()?;
-    let round = args.event.round(1);
-    let url = format!("{}/api/v1/events/{}/{}/issue", args.issuer, args.event.namespace, args.event.name);
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let (namespace, name) = args.event.split_once('/').context("--event is namespace/name")?;
+    let event = EventId::new(namespace, name)?;
+    let round = event.round(1);
+    let url = format!("{}/api/v1/events/{}/{}/issue", args.issuer, event.namespace, event.name);
     let wait_ms = args.opens_at_ms - couponrush_core::wall_clock_ms();
     if wait_ms > 0 {
         println!("waiting {:.1} s for 10:00 ...", wait_ms as f64 / 1000.0);
@@ -104,10 +98,7 @@ async fn main() -> anyhow::Result<()> {
             marks.push(("every coupon in MySQL", all_persisted));
         }
         let timeline = couponrush_e2e::timeline::Timeline {
-            title: format!(
-                "{} round 1: {} users, {} requests, stock {}",
-                args.event, args.users, args.requests, args.stock
-            ),
+            title: format!("{} round 1: {} users, {} requests, stock {}", event, args.users, args.requests, args.stock),
             start: opened,
             answers: &tally.answered,
             persisted: &persisted_over_time,
@@ -126,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
-            rows = couponrush_e2e::spike::rows(&pool, &round).await?;
+            rows = couponrush_e2e::load::rows(&pool, &round).await?;
         }
     }
     let distinct: std::collections::HashSet<&str> = rows.iter().map(|(user, _)| user.as_str()).collect();
