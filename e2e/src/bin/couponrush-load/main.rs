@@ -38,6 +38,7 @@ enum Auth {
 
 #[derive(Debug, Parser)]
 #[command(
+    name = "couponrush-load",
     about = "Load on an issuer: the open model (a constant arrival rate, latency from each request's due time) or the seed spike (`spike`).",
     args_conflicts_with_subcommands = true
 )]
@@ -83,8 +84,11 @@ struct OpenModelArgs {
     seed: u64,
     #[arg(long, value_enum, default_value = "jwt")]
     auth: Auth,
-    #[arg(long, env = "JWT_SECRET", default_value = couponrush_e2e::JWT_SECRET, hide_env_values = true)]
-    jwt_secret: String,
+    /// The issuer's HS256 secret; unset: $JWT_SECRET, then the e2e secret. Read by hand, not
+    /// by clap's `env`: a JWT_SECRET in the environment would count as an open-model flag
+    /// and make clap refuse `spike`.
+    #[arg(long)]
+    jwt_secret: Option<String>,
     /// Keep-alive connections (the same number for every target of a comparison).
     #[arg(long, default_value_t = 128)]
     connections: usize,
@@ -103,6 +107,11 @@ struct OpenModelArgs {
 
 fn credentials(args: &OpenModelArgs, users: u32) -> anyhow::Result<Vec<(HeaderName, HeaderValue)>> {
     let ttl = Duration::from_secs(24 * 3600);
+    let secret = args
+        .jwt_secret
+        .clone()
+        .or_else(|| std::env::var("JWT_SECRET").ok())
+        .unwrap_or_else(|| couponrush_e2e::JWT_SECRET.to_owned());
     (0..users)
         .map(|i| {
             let user = format!("{}{i:07}", args.user_prefix);
@@ -111,7 +120,7 @@ fn credentials(args: &OpenModelArgs, users: u32) -> anyhow::Result<Vec<(HeaderNa
                     AUTHORIZATION,
                     HeaderValue::try_from(format!(
                         "Bearer {}",
-                        couponrush_e2e::token_signed_with(&args.jwt_secret, &user, ttl)
+                        couponrush_e2e::token_signed_with(&secret, &user, ttl)
                     ))?,
                 ),
                 Auth::Header => (HeaderName::from_static("x-user-id"), HeaderValue::try_from(user)?),
