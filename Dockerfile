@@ -7,7 +7,7 @@
 #   DOCKER_BUILDKIT=1 docker build -t ghcr.io/couponrush/couponrush:0.1.0 .
 #
 # The two base images are build arguments so that a machine without an image registry can
-# name images it built itself (e2e/pods/images.sh does: a Rust toolchain on a debootstrap
+# name images it built itself (local/pods/images.sh does: a Rust toolchain on a debootstrap
 # base, and a distroless-like runtime with glibc, libgcc_s, CA certificates and a nonroot
 # user). The defaults are the public images.
 ARG RUST_IMAGE=rust:1-bookworm

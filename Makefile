@@ -11,14 +11,14 @@ test:
 
 ## The benchmark report (every strategy: the seed spike, the admission path and the
 ## sold-out path, beside the machine's ceiling, with couponrush-load as the generator);
-## writes e2e/bench/results/<date>.md. About 8 minutes. Then one issuer and one consumer
-## in a container with the CPU and memory limits the operator gives a pod (e2e/bench/pod.sh,
+## writes bench/results/<date>.md. About 8 minutes. Then one issuer and one consumer
+## in a container with the CPU and memory limits the operator gives a pod (bench/pod.sh,
 ## about 6 minutes; its section is appended to that report), and the operator with 100 and
-## 500 events at once (e2e/bench/scale.sh, a few minutes more).
+## 500 events at once (bench/scale.sh, a few minutes more).
 bench:
-	e2e/bench/run.sh
-	APPEND_TO="$$(ls -t e2e/bench/results/*.md | head -1)" e2e/bench/pod.sh
-	e2e/bench/scale.sh
+	bench/run.sh
+	APPEND_TO="$$(ls -t bench/results/*.md | head -1)" bench/pod.sh
+	bench/scale.sh
 
 ## Regenerate the CRD YAML (and the chart's copy) from the Rust types.
 crds:
@@ -26,7 +26,7 @@ crds:
 	cp crds/couponevent.yaml charts/couponrush/crds/couponevent.yaml
 
 backends-up:
-	e2e/backends.sh up
+	local/backends.sh up
 
 backends-down:
-	e2e/backends.sh down
+	local/backends.sh down

@@ -11,21 +11,21 @@ mkdir -p "$state"
 
 started_backends=()
 for component in redis mysql kafka; do
-  e2e/backends.sh status "$component" >/dev/null 2>&1 || started_backends+=("$component")
+  local/backends.sh status "$component" >/dev/null 2>&1 || started_backends+=("$component")
 done
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  [ ${#started_backends[@]} -eq 0 ] || e2e/backends.sh down "${started_backends[@]}" >/dev/null || true
+  [ ${#started_backends[@]} -eq 0 ] || local/backends.sh down "${started_backends[@]}" >/dev/null || true
 }
 trap cleanup EXIT
 
 echo "==> backends"
-e2e/backends.sh up redis mysql kafka
-eval "$(e2e/backends.sh env)"
+local/backends.sh up redis mysql kafka
+eval "$(local/backends.sh env)"
 echo "==> building (release; the first time takes a few minutes)"
-cargo build --release -q -p couponrush-issuer -p couponrush-consumer -p couponrush-e2e --bin couponrush-issuer --bin couponrush-consumer --bin couponrush-spike
+cargo build --release -q -p couponrush-issuer -p couponrush-consumer -p couponrush-e2e --bin couponrush-issuer --bin couponrush-consumer --bin couponrush-load
 bin="$CARGO_TARGET_DIR/release"
 
 event="demo-$(date +%s)"
@@ -45,5 +45,5 @@ for url in http://127.0.0.1:18080/readyz http://127.0.0.1:18090/readyz; do
   curl -sf "$url" >/dev/null || { echo "not ready: $url; logs in $state" >&2; exit 1; }
 done
 
-"$bin/couponrush-spike" --issuer http://127.0.0.1:18080 --event "default/$event" --stock 1000 \
+"$bin/couponrush-load" spike --issuer http://127.0.0.1:18080 --event "default/$event" --stock 1000 \
   --users 10000 --requests 100000 --concurrency 256 --opens-at-ms "$opens_at_ms" --database-url "$DATABASE_URL"

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The end-to-end scenario, written once, run against a cluster provider:
-#   e2e/scenario.sh local   the control plane of e2e/cluster with kwok nodes. Pods do not run
+#   e2e/scenario.sh local   the control plane of local/cluster with kwok nodes. Pods do not run
 #                           there, so the operator, issuer and consumer run as local processes
 #                           — the issuer and consumer with exactly the configuration the operator
 #                           wrote into their Deployments. Fast; checks the operator's logic.
-#   e2e/scenario.sh pods    real pods on a real node of this machine (e2e/pods/node.sh: kubelet,
-#                           containerd, kube-proxy, CoreDNS) with the images e2e/pods/images.sh
+#   e2e/scenario.sh pods    real pods on a real node of this machine (local/pods/node.sh: kubelet,
+#                           containerd, kube-proxy, CoreDNS) with the images local/pods/images.sh
 #                           builds here: the operator runs as a pod under the chart's
 #                           ServiceAccount, Redis, MariaDB and Kafka run as pods, the issuer and
 #                           consumer pods go Ready by their kubelet probes, the spike goes through
@@ -48,12 +48,12 @@ faults=""
 in_cluster=""
 case "$provider" in
   local)
-    e2e/backends.sh up redis mysql kafka >/dev/null
-    eval "$(e2e/backends.sh env)"
-    e2e/cluster/cluster.sh up >/dev/null
-    eval "$(e2e/cluster/cluster.sh env)"
+    local/backends.sh up redis mysql kafka >/dev/null
+    eval "$(local/backends.sh env)"
+    local/cluster/cluster.sh up >/dev/null
+    eval "$(local/cluster/cluster.sh env)"
     cargo build -q -p couponrush-operator -p couponrush-issuer -p couponrush-consumer -p couponrush-e2e \
-      --bin couponrush-operator --bin couponrush-issuer --bin couponrush-consumer --bin couponrush-spike
+      --bin couponrush-operator --bin couponrush-issuer --bin couponrush-consumer --bin couponrush-load
     bin="$CARGO_TARGET_DIR/debug"
     kubectl="$COUPONRUSH_K8S_BIN_DIR/kubectl"
     helm="$COUPONRUSH_TOOLS_BIN_DIR/helm"
@@ -63,12 +63,12 @@ case "$provider" in
   pods|pods-faults)
     [ "$provider" = pods-faults ] && faults=yes && operator_replicas=2
     in_cluster=yes
-    e2e/pods/node.sh up
-    eval "$(e2e/pods/node.sh env)"
+    local/pods/node.sh up
+    eval "$(local/pods/node.sh env)"
     kubectl="$COUPONRUSH_K8S_BIN_DIR/kubectl"
     helm="$COUPONRUSH_TOOLS_BIN_DIR/helm"
-    cargo build -q -p couponrush-e2e --bin couponrush-spike
-    spike=("$CARGO_TARGET_DIR/debug/couponrush-spike")
+    cargo build -q -p couponrush-e2e --bin couponrush-load
+    spike=("$CARGO_TARGET_DIR/debug/couponrush-load" spike)
     images=(redis="$IMAGE_REDIS" mariadb="$IMAGE_MARIADB" kafka="$IMAGE_KAFKA")
     couponrush_image=$IMAGE_COUPONRUSH
     # The node has two CPUs: one issuer (900m) and one consumer (500m) beside the operator,
@@ -85,14 +85,14 @@ case "$provider" in
     fi
     in_cluster=yes
     kind get clusters | grep -qx couponrush || kind create cluster --name couponrush
-    e2e/pods/images.sh build >"$state/images.env"
+    local/pods/images.sh build >"$state/images.env"
     couponrush_image=$(sed -n 's/^couponrush=//p' "$state/images.env")
     images=()
     for name in redis mariadb kafka; do images+=("$name=$(sed -n "s/^$name=//p" "$state/images.env")"); done
     for image in "$couponrush_image" "${images[@]#*=}"; do kind load docker-image "$image" --name couponrush; done
     kubectl=kubectl helm=helm
-    cargo build -q -p couponrush-e2e --bin couponrush-spike
-    spike=("$CARGO_TARGET_DIR/debug/couponrush-spike")
+    cargo build -q -p couponrush-e2e --bin couponrush-load
+    spike=("$CARGO_TARGET_DIR/debug/couponrush-load" spike)
     ;;
   *) echo "usage: e2e/scenario.sh [local|pods|pods-faults|kind]" >&2; exit 2 ;;
 esac
@@ -111,7 +111,7 @@ fail() {
 if [ -n "$in_cluster" ]; then
   # Redis, MariaDB, Kafka as pods (a fresh set per run: their data is the run's).
   $kubectl delete namespace couponrush-backends --ignore-not-found --wait=true --timeout=120s >/dev/null
-  manifest=$(cat e2e/pods/backends.yaml)
+  manifest=$(cat local/pods/backends.yaml)
   for entry in "${images[@]}"; do
     name=${entry%%=*} upper=$(echo "${entry%%=*}" | tr a-z A-Z)
     manifest=${manifest//@${upper}_IMAGE@/${entry#*=}}
@@ -163,8 +163,8 @@ if [ "$provider" = local ]; then
   # `namespace` and `event` on the issuer and consumer, and the ServiceMonitor's
   # `namespace` on the operator, whose own `namespace` labels win (honorLabels). Its port
   # is a free one (PROMETHEUS_PORT to choose), its data and log under $state.
-  prometheus_bin=$(e2e/cluster/build.sh print-prometheus)
-  [ -x "$prometheus_bin" ] || e2e/cluster/build.sh prometheus || fail "no Prometheus server (e2e/cluster/build.sh prometheus)"
+  prometheus_bin=$(local/cluster/build.sh print-prometheus)
+  [ -x "$prometheus_bin" ] || local/cluster/build.sh prometheus || fail "no Prometheus server (local/cluster/build.sh prometheus)"
   prometheus_port=${PROMETHEUS_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
   prometheus_url=http://127.0.0.1:$prometheus_port
   rm -rf "$state/prometheus" && mkdir -p "$state/prometheus"
@@ -263,7 +263,7 @@ if [ "$provider" = local ]; then
     LISTEN=127.0.0.1:18190 "$bin/couponrush-consumer" >"$state/consumer.log" 2>&1 &
   pids+=($!)
   issuer_url=http://127.0.0.1:18180
-  spike=("$bin/couponrush-spike")
+  spike=("$bin/couponrush-load" spike)
   db_from_host=$backends_db
 else
   # Ready by the kubelet's own probes.

@@ -5,9 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/couponrush/cargo-target}"
-eval "$(e2e/backends.sh env)"
-k6="${COUPONRUSH_TOOLS_BIN_DIR:-$(e2e/cluster/build.sh print-tools-dir)}/k6"
-[ -x "$k6" ] || e2e/cluster/build.sh tools >/dev/null
+eval "$(local/backends.sh env)"
+k6="${COUPONRUSH_TOOLS_BIN_DIR:-$(local/cluster/build.sh print-tools-dir)}/k6"
+[ -x "$k6" ] || local/cluster/build.sh tools >/dev/null
 cargo build -q -p couponrush-issuer -p couponrush-consumer
 bin="$CARGO_TARGET_DIR/debug"
 state="${COUPONRUSH_STATE_DIR:-$PWD/.state}/smoke"

@@ -30,20 +30,20 @@ step() {
 # Stop at exit only what this run started: a developer's running backends stay up.
 started_backends=()
 for component in redis mysql kafka redis-cluster; do
-  e2e/backends.sh status "$component" >/dev/null 2>&1 || started_backends+=("$component")
+  local/backends.sh status "$component" >/dev/null 2>&1 || started_backends+=("$component")
 done
 started_cluster=""
-e2e/cluster/cluster.sh status >/dev/null 2>&1 || started_cluster=yes
+local/cluster/cluster.sh status >/dev/null 2>&1 || started_cluster=yes
 started_node=""
-e2e/pods/node.sh status >/dev/null 2>&1 || started_node=yes
+local/pods/node.sh status >/dev/null 2>&1 || started_node=yes
 started_engine=""
-e2e/pods/engine.sh status >/dev/null 2>&1 || started_engine=yes
+local/pods/engine.sh status >/dev/null 2>&1 || started_engine=yes
 # Managed backends: a second Redis, MariaDB and Kafka with TLS and logins on (a CA made
 # for the run), on ports and a state dir of their own, up only for their tests.
 tls_backends=(env BACKENDS_TLS=1 COUPONRUSH_STATE_DIR="${COUPONRUSH_STATE_DIR:-$repo/.state}/tls-backends"
   REDIS_PORT="${TLS_REDIS_PORT:-16380}" MYSQL_PORT="${TLS_MYSQL_PORT:-13307}" KAFKA_PORT="${TLS_KAFKA_PORT:-19094}"
   KAFKA_CONTROLLER_PORT="${TLS_KAFKA_CONTROLLER_PORT:-19095}" KAFKA_SSL_PORT="${TLS_KAFKA_SSL_PORT:-19096}"
-  e2e/backends.sh)
+  local/backends.sh)
 started_tls_backends=""
 managed_backends_tests() {
   started_tls_backends=yes
@@ -64,19 +64,19 @@ cleanup() {
   fi
   if [ ${#started_backends[@]} -gt 0 ]; then
     echo "==> stopping what this run started: ${started_backends[*]}"
-    e2e/backends.sh down "${started_backends[@]}" || true
+    local/backends.sh down "${started_backends[@]}" || true
   fi
   if [ -n "$started_cluster" ]; then
     echo "==> stopping the local cluster"
-    e2e/cluster/cluster.sh down || true
+    local/cluster/cluster.sh down || true
   fi
   if [ -n "$started_node" ]; then
     echo "==> stopping the real-pods node"
-    e2e/pods/node.sh down || true
+    local/pods/node.sh down || true
   fi
   if [ -n "$started_engine" ]; then
     echo "==> stopping the container engine"
-    e2e/pods/engine.sh down || true
+    local/pods/engine.sh down || true
   fi
   echo
   echo "== step timings"
@@ -86,14 +86,14 @@ cleanup() {
 trap cleanup EXIT
 
 step "toolchain: rustfmt, clippy" rustup component add rustfmt clippy
-step "backends: Redis, MariaDB, Kafka, Redis Cluster" e2e/backends.sh up redis mysql kafka redis-cluster
+step "backends: Redis, MariaDB, Kafka, Redis Cluster" local/backends.sh up redis mysql kafka redis-cluster
 # Kubernetes from Go modules, cached by version outside the repo (cold: ~15 min).
-step "control plane: build (cached)" e2e/cluster/build.sh
+step "control plane: build (cached)" local/cluster/build.sh
 # promtool and the Prometheus server (the local scenario scrapes its round with it), one Go
 # module; the server alone cold: ~4.5 min on two busy cores, ~1.5 min after promtool.
-step "monitoring: promtool, Prometheus server (cached)" e2e/cluster/build.sh monitoring
-step "control plane: start (kwok nodes)" e2e/cluster/cluster.sh up
-eval "$(e2e/cluster/cluster.sh env)"
+step "monitoring: promtool, Prometheus server (cached)" local/cluster/build.sh monitoring
+step "control plane: start (kwok nodes)" local/cluster/cluster.sh up
+eval "$(local/cluster/cluster.sh env)"
 step "format: cargo fmt --check" cargo fmt --all --check
 # Every script parses (a merge that leaves a conflict marker in one fails here, not
 # half-way through a run).
@@ -122,10 +122,10 @@ step "tier 3: alerts and dashboard (promtool; names against the scenario's /metr
 
 # Tier 4 runs on its own node; the kwok cluster and the loopback backends this run started
 # are done by now and give their memory and CPU back.
-if [ -n "$started_cluster" ]; then e2e/cluster/cluster.sh down >/dev/null 2>&1 || true; started_cluster=""; fi
-if [ ${#started_backends[@]} -gt 0 ]; then e2e/backends.sh down "${started_backends[@]}" >/dev/null 2>&1 || true; started_backends=(); fi
+if [ -n "$started_cluster" ]; then local/cluster/cluster.sh down >/dev/null 2>&1 || true; started_cluster=""; fi
+if [ ${#started_backends[@]} -gt 0 ]; then local/backends.sh down "${started_backends[@]}" >/dev/null 2>&1 || true; started_backends=(); fi
 # Cold: node binaries ~6 min, images ~12 min (the release build inside the image); warm: seconds.
-step "tier 4: container engine, images, real node (cached)" e2e/pods/node.sh up
+step "tier 4: container engine, images, real node (cached)" local/pods/node.sh up
 step "tier 4: end-to-end scenario on real pods" e2e/scenario.sh pods
 step "tier 4: pod faults (leader, issuer, consumer deleted)" e2e/scenario.sh pods-faults
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # monitoring/test.sh — the alerts and the dashboard the chart ships, checked with
-# Prometheus' own promtool (built from its Go module by e2e/cluster/build.sh, cached):
+# Prometheus' own promtool (built from its Go module by local/cluster/build.sh, cached):
 #
 #   1. promtool check rules: charts/couponrush/files/alerts.yaml is a valid rule file
 #   2. promtool test rules monitoring/alerts.test.yaml: each alert fires, with its labels
@@ -21,8 +21,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 METRICS_DIR="${1:-${COUPONRUSH_STATE_DIR:-$ROOT/.state}/scenario/metrics}"
 ALERTS="$ROOT/charts/couponrush/files/alerts.yaml"
 DASHBOARD="$ROOT/charts/couponrush/files/dashboard.json"
-PROMTOOL="${PROMTOOL:-$("$ROOT/e2e/cluster/build.sh" print-promtool)}"
-[[ -x "$PROMTOOL" ]] || "$ROOT/e2e/cluster/build.sh" promtool >&2 || { echo "monitoring/test.sh: no promtool" >&2; exit 2; }
+PROMTOOL="${PROMTOOL:-$("$ROOT/local/cluster/build.sh" print-promtool)}"
+[[ -x "$PROMTOOL" ]] || "$ROOT/local/cluster/build.sh" promtool >&2 || { echo "monitoring/test.sh: no promtool" >&2; exit 2; }
 
 failed=0
 check() { local name=$1; shift; if "$@"; then echo "  PASS: $name"; else echo "  FAIL: $name"; failed=$((failed + 1)); fi; }

@@ -2,7 +2,7 @@
 # charts/couponrush/test.sh — checks of the Helm chart and of examples/ against a running
 # cluster. Exits non-zero if any check fails; prints every command's output.
 #
-#   e2e/cluster/cluster.sh up && eval "$(e2e/cluster/cluster.sh env)"
+#   local/cluster/cluster.sh up && eval "$(local/cluster/cluster.sh env)"
 #   charts/couponrush/test.sh
 #
 # What it checks:
@@ -22,7 +22,7 @@
 # pod-security.kubernetes.io/warn=restricted (a warning level, never a refusal).
 #
 # Environment: KUBECONFIG (required); HELM, KUBECTL (default: the binaries
-# e2e/cluster/build.sh builds); CHART_NAMESPACE=couponrush-system.
+# local/cluster/build.sh builds); CHART_NAMESPACE=couponrush-system.
 set -uo pipefail
 export LC_ALL=C
 
@@ -32,16 +32,16 @@ NS="${CHART_NAMESPACE:-couponrush-system}"
 EVENTS_NS=marketing   # the namespace of the examples
 RELEASE=couponrush
 
-tools_dir() { "$ROOT/e2e/cluster/build.sh" "$1"; }
+tools_dir() { "$ROOT/local/cluster/build.sh" "$1"; }
 HELM="${HELM:-${COUPONRUSH_TOOLS_BIN_DIR:-$(tools_dir print-tools-dir)}/helm}"
 KUBECTL="${KUBECTL:-${COUPONRUSH_K8S_BIN_DIR:-$(tools_dir print-bin-dir)}/kubectl}"
 
 if [[ -z "${KUBECONFIG:-}" ]]; then
-  echo "test.sh: KUBECONFIG is not set (eval \"\$(e2e/cluster/cluster.sh env)\")" >&2
+  echo "test.sh: KUBECONFIG is not set (eval \"\$(local/cluster/cluster.sh env)\")" >&2
   exit 2
 fi
 for tool in "$HELM" "$KUBECTL"; do
-  [[ -x "$tool" ]] || { echo "test.sh: $tool is missing (e2e/cluster/build.sh builds it)" >&2; exit 2; }
+  [[ -x "$tool" ]] || { echo "test.sh: $tool is missing (local/cluster/build.sh builds it)" >&2; exit 2; }
 done
 
 passed=0

@@ -5,7 +5,7 @@
 // the first request arrives as the button is enabled.
 //
 // With DISTINCT=1 (every request a new user) against a round with more stock than
-// requests it is a sustained-admission run. (The benchmark, e2e/bench/run.sh, uses
+// requests it is a sustained-admission run. (The benchmark, bench/run.sh, uses
 // couponrush-load instead: on a 2-core machine k6's own CPU is the limit; see BENCH.md.)
 //
 // Latency: k6's http_req_duration runs from the moment the request is written, so time

@@ -1,10 +1,10 @@
 //! Test harness for couponrush's end-to-end tests: the real Redis, Kafka and MariaDB
-//! that `e2e/backends.sh up` starts, issuers and consumers run in-process (or, where a
-//! test kills one, as a child process), and a spike driver that fires many distinct
-//! users at an event concurrently and tallies the answers.
+//! that `local/backends.sh up` starts, issuers and consumers run in-process (or, where a
+//! test kills one, as a child process), and the load generator ([`load`]): the spike that
+//! fires many distinct users at an event concurrently and tallies the answers, and the
+//! benchmark's open model.
 
 pub mod load;
-pub mod spike;
 pub mod timeline;
 
 use std::future::Future;
@@ -32,14 +32,14 @@ pub fn issuer_config() -> ServeConfig {
     ServeConfig { jwt_hs256_secret: Some(JWT_SECRET.to_owned()), ..ServeConfig::default() }
 }
 
-/// Where the local backends are (the same defaults and variables as e2e/backends.sh).
+/// Where the local backends are (the same defaults and variables as local/backends.sh).
 #[derive(Clone, Debug)]
 pub struct Env {
     pub redis_url: String,
     pub redis_cluster_urls: String,
     pub database_url: String,
     pub kafka_brokers: String,
-    /// TLS and authentication (`BACKENDS_TLS=1 e2e/backends.sh env` sets them; unset:
+    /// TLS and authentication (`BACKENDS_TLS=1 local/backends.sh env` sets them; unset:
     /// plaintext).
     pub tls: BackendTls,
 }
@@ -86,7 +86,7 @@ impl Scope {
         Self::with_redis(name, false).await
     }
 
-    /// The same against the three-node Redis Cluster (`e2e/backends.sh up redis-cluster`).
+    /// The same against the three-node Redis Cluster (`local/backends.sh up redis-cluster`).
     pub async fn new_on_redis_cluster(name: &str) -> anyhow::Result<Self> {
         Self::with_redis(name, true).await
     }
@@ -98,7 +98,7 @@ impl Scope {
             .tls
             .connect_database(&env.database_url, 1)
             .await
-            .context("MariaDB is not answering: run e2e/backends.sh up")?;
+            .context("MariaDB is not answering: run local/backends.sh up")?;
         sqlx::query(&format!("CREATE DATABASE `{database}`")).execute(&admin).await?;
         // The same server and options (`?ssl-mode=...`), another database.
         let (address, options) = env.database_url.split_once('?').unwrap_or((env.database_url.as_str(), ""));
@@ -109,7 +109,7 @@ impl Scope {
         let topic = unique(&format!("test.{name}"));
         kafka::ensure_topics(&env.kafka(), &topic, 4)
             .await
-            .context("Kafka is not answering: run e2e/backends.sh up")?;
+            .context("Kafka is not answering: run local/backends.sh up")?;
         Ok(Self { env, cluster, database_url, topic, namespace: unique("ns") })
     }
 

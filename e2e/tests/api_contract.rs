@@ -316,7 +316,7 @@ async fn a_per_user_limit_of_two_gives_two_coupons_and_no_third() -> anyhow::Res
         assert_eq!(seq(2), seq(1), "{strategy}: the repeat names the latest coupon");
 
         scope.wait_for_rows(&round, 3, Duration::from_secs(20)).await?;
-        let mut held = couponrush_e2e::spike::rows(&scope.pool().await?, &round).await?;
+        let mut held = couponrush_e2e::load::rows(&scope.pool().await?, &round).await?;
         held.sort();
         let expected: Vec<(String, u32)> = [("ann", seq(0)), ("ann", seq(1)), ("bob", seq(3))]
             .into_iter()

@@ -1,4 +1,4 @@
-//! The local backends answer over real connections (e2e/backends.sh up).
+//! The local backends answer over real connections (local/backends.sh up).
 
 use std::time::Duration;
 

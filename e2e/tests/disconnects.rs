@@ -4,8 +4,8 @@
 //! given back (redis-counter), so that a round sells exactly its stock and every winner
 //! ends up as a row, with no reconciliation.
 //!
-//! Against the real Redis, Kafka and MariaDB (`e2e/backends.sh up`); the stall test
-//! pauses this checkout's Redis with SIGSTOP (`e2e/backends.sh pause redis`).
+//! Against the real Redis, Kafka and MariaDB (`local/backends.sh up`); the stall test
+//! pauses this checkout's Redis with SIGSTOP (`local/backends.sh pause redis`).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -14,16 +14,16 @@ use std::time::Duration;
 use couponrush_core::event::{RoundId, Strategy};
 use couponrush_core::round_store::keys::RoundKeys;
 use couponrush_core::round_store::meta::round_meta;
-use couponrush_e2e::spike::{HangUps, Spike, Tally, rows};
+use couponrush_e2e::load::{HangUps, Spike, Tally, rows};
 use couponrush_e2e::{Scope, token};
 use redis::AsyncCommands;
 
 const OPENS_IN: Duration = Duration::from_millis(1500);
 
 async fn backends(args: &[&str]) -> anyhow::Result<()> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("backends.sh");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../local/backends.sh");
     let status = tokio::process::Command::new("bash").arg(script).args(args).status().await?;
-    anyhow::ensure!(status.success(), "e2e/backends.sh {args:?} failed");
+    anyhow::ensure!(status.success(), "local/backends.sh {args:?} failed");
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use couponrush_core::event::{RoundId, Strategy};
-use couponrush_e2e::spike::rows;
+use couponrush_e2e::load::rows;
 use couponrush_e2e::{Scope, binary, token, token_with_claims};
 
 struct Export {

@@ -13,17 +13,17 @@ use couponrush_core::db;
 use couponrush_core::event::Strategy;
 use couponrush_core::round_store::keys::RoundKeys;
 use couponrush_core::round_store::meta::round_meta;
-use couponrush_e2e::spike::{Spike, check_sold_out, check_winners, rows};
+use couponrush_e2e::load::{Spike, check_sold_out, check_winners, rows};
 use couponrush_e2e::{Scope, wait_until};
 use redis::AsyncCommands;
 
 fn backends_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("backends.sh")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../local/backends.sh")
 }
 
 async fn backends(args: &[&str]) -> anyhow::Result<()> {
     let status = tokio::process::Command::new("bash").arg(backends_script()).args(args).status().await?;
-    anyhow::ensure!(status.success(), "e2e/backends.sh {args:?} failed");
+    anyhow::ensure!(status.success(), "local/backends.sh {args:?} failed");
     Ok(())
 }
 
@@ -86,7 +86,7 @@ async fn broker_outage_answers_503_and_admits_nothing() -> anyhow::Result<()> {
         Ok(tokio::net::TcpStream::connect(&broker).await.is_err())
     })
     .await
-    .context("e2e/backends.sh stop kafka left a broker answering (started from another state dir?)")?;
+    .context("local/backends.sh stop kafka left a broker answering (started from another state dir?)")?;
     let client = reqwest::Client::new();
     let probes = futures::future::join_all(
         (0..20).map(|i| client.post(&urls[0]).bearer_auth(couponrush_e2e::token(&format!("outage-user-{i}"))).send()),
@@ -127,7 +127,7 @@ async fn broker_outage_answers_503_and_admits_nothing() -> anyhow::Result<()> {
 
 /// The producer needs a moment to find the restarted broker; retry the first request
 /// until it is admitted, then run the spike.
-async fn wait_for_broker_then(spike: &Spike, urls: &[String]) -> anyhow::Result<couponrush_e2e::spike::Tally> {
+async fn wait_for_broker_then(spike: &Spike, urls: &[String]) -> anyhow::Result<couponrush_e2e::load::Tally> {
     let client = reqwest::Client::new();
     wait_until("the broker to take coupons again", Duration::from_secs(60), || async {
         let response = client.post(&urls[0]).bearer_auth(couponrush_e2e::token("user-000000")).send().await?;

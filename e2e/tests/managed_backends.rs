@@ -2,7 +2,7 @@
 //! and plain SSL, MariaDB with `ssl-mode=VERIFY_IDENTITY`, each behind a CA made for the
 //! run, configured only through the settings a backends Secret holds.
 //!
-//! Runs against `BACKENDS_TLS=1 e2e/backends.sh up redis mysql kafka` with its `env`
+//! Runs against `BACKENDS_TLS=1 local/backends.sh up redis mysql kafka` with its `env`
 //! (e2e/test.sh does both); it refuses to run against plaintext backends, so it cannot
 //! pass without testing TLS. A spike goes through all three over TLS with exact counts,
 //! and each backend refuses what a client without the CA, or with the wrong
@@ -15,7 +15,7 @@ use couponrush_core::event::Strategy;
 use couponrush_core::kafka::{self, KafkaTarget, Publisher};
 use couponrush_core::message::IssuedCoupon;
 use couponrush_e2e::Scope;
-use couponrush_e2e::spike::{Spike, check_sold_out, rows};
+use couponrush_e2e::load::{Spike, check_sold_out, rows};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 /// The test's premise: every backend is reached over TLS. Fails (never skips) otherwise.
@@ -33,7 +33,7 @@ fn require_tls(scope: &Scope) -> anyhow::Result<()> {
     for (what, holds) in checks {
         anyhow::ensure!(
             holds,
-            "not TLS backends ({what} fails): run with `eval \"$(BACKENDS_TLS=1 e2e/backends.sh env)\"`"
+            "not TLS backends ({what} fails): run with `eval \"$(BACKENDS_TLS=1 local/backends.sh env)\"`"
         );
     }
     Ok(())

@@ -1,4 +1,4 @@
-//! The operator on a real Kubernetes control plane (e2e/cluster/cluster.sh up: etcd,
+//! The operator on a real Kubernetes control plane (local/cluster/cluster.sh up: etcd,
 //! kube-apiserver, controller-manager, scheduler, kwok nodes) with the real Redis,
 //! Kafka and MariaDB: the CRD's validation, the whole lifecycle of an event from
 //! Warming to Completed, a daily event's next round, deletion mid-Live, and leader
@@ -15,7 +15,7 @@ use couponrush_core::round_store::keys::RoundKeys;
 use couponrush_core::prewarm::recover_round;
 use couponrush_core::round_store::meta::round_meta;
 use couponrush_crds::{CouponEvent, CouponEventStatus, Phase};
-use couponrush_e2e::spike::{Spike, check_sold_out, rows};
+use couponrush_e2e::load::{Spike, check_sold_out, rows};
 use couponrush_e2e::{Scope, Service, token, unique, wait_until};
 use couponrush_issuer::config::{Backends, ServeConfig};
 use couponrush_operator::clock::Clock;
@@ -40,7 +40,7 @@ struct Cluster {
 /// Installs the CRD, makes a namespace with the backends Secret.
 async fn cluster(name: &str) -> anyhow::Result<Cluster> {
     let client =
-        Client::try_default().await.context("no cluster: run e2e/cluster/cluster.sh up and export its KUBECONFIG")?;
+        Client::try_default().await.context("no cluster: run local/cluster/cluster.sh up and export its KUBECONFIG")?;
     couponrush_e2e::install_crd(&client).await?;
     couponrush_e2e::clear_test_namespaces(&client).await?;
     let namespace = unique(name);

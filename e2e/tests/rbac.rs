@@ -1,4 +1,4 @@
-//! The chart's RBAC as a tested fact, on the local control plane (e2e/cluster/cluster.sh
+//! The chart's RBAC as a tested fact, on the local control plane (local/cluster/cluster.sh
 //! up) with the real Redis, Kafka and MariaDB. Each test renders the chart's ServiceAccount
 //! and rbac.yaml with helm, applies them, asks the apiserver for a token of that
 //! ServiceAccount (TokenRequest) and talks to the same apiserver with it, never with the
@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use couponrush_crds::{CouponEvent, Phase};
-use couponrush_e2e::spike::{Spike, check_sold_out, rows};
+use couponrush_e2e::load::{Spike, check_sold_out, rows};
 use couponrush_e2e::{Scope, Service, unique, wait_until};
 use couponrush_issuer::config::{Backends, ServeConfig};
 use couponrush_operator::clock::Clock;
@@ -52,16 +52,16 @@ fn helm() -> anyhow::Result<PathBuf> {
     if let Some(helm) = std::env::var_os("HELM") {
         return Ok(helm.into());
     }
-    let out = std::process::Command::new(repo().join("e2e/cluster/build.sh"))
+    let out = std::process::Command::new(repo().join("local/cluster/build.sh"))
         .arg("print-tools-dir")
         .output()
-        .context("e2e/cluster/build.sh print-tools-dir")?;
-    anyhow::ensure!(out.status.success(), "e2e/cluster/build.sh print-tools-dir failed");
+        .context("local/cluster/build.sh print-tools-dir")?;
+    anyhow::ensure!(out.status.success(), "local/cluster/build.sh print-tools-dir failed");
     Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()).join("helm"))
 }
 
 async fn admin() -> anyhow::Result<Client> {
-    Client::try_default().await.context("no cluster: run e2e/cluster/cluster.sh up and export its KUBECONFIG")
+    Client::try_default().await.context("no cluster: run local/cluster/cluster.sh up and export its KUBECONFIG")
 }
 
 /// Installs the CRD (as the chart's crds/ would) and removes what earlier tests left.

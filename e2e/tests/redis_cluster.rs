@@ -1,4 +1,4 @@
-//! The kafka-async spike against a three-node Redis Cluster (e2e/backends.sh up
+//! The kafka-async spike against a three-node Redis Cluster (local/backends.sh up
 //! redis-cluster): every key of a round shares one hash tag, so the Lua admission runs
 //! on one shard, and the guarantees hold as on a single node.
 
@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use couponrush_core::event::Strategy;
 use couponrush_e2e::Scope;
-use couponrush_e2e::spike::{Spike, check_sold_out, rows};
+use couponrush_e2e::load::{Spike, check_sold_out, rows};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_async_spike_on_a_redis_cluster() -> anyhow::Result<()> {

@@ -1,14 +1,14 @@
 //! Issue 11, finding 3 (issuer and backends side): Redis losing a round mid-Live.
 //!
 //! - Redis killed with SIGKILL mid-spike and restarted with the persistence couponrush
-//!   requires (AOF, `appendfsync always`, as `e2e/backends.sh` runs it): every 201 is
+//!   requires (AOF, `appendfsync always`, as `local/backends.sh` runs it): every 201 is
 //!   persisted exactly once, no seq is handed out twice, and the round sells its stock.
 //! - The round's keys flushed (FLUSHALL) mid-Live: the issuer stops admitting (503
 //!   UNAVAILABLE) instead of starting over, a fresh pre-warm is refused;
 //!   `couponrush-issuer recover` rebuilds the round from the coupons in Kafka, the issuer
 //!   resumes by itself, and the round sells out with every seq handed out once.
 //!
-//! These stop, kill and flush this checkout's own Redis (`e2e/backends.sh`, with the
+//! These stop, kill and flush this checkout's own Redis (`local/backends.sh`, with the
 //! port variables of the caller); run them one at a time.
 
 use std::collections::{HashMap, HashSet};
@@ -19,25 +19,25 @@ use couponrush_core::event::{RoundSpec, Strategy};
 use couponrush_core::round_store::keys::RoundKeys;
 use couponrush_core::prewarm::{self, PrewarmError};
 use couponrush_core::round_store::meta::round_meta;
-use couponrush_e2e::spike::{Spike, Tally, rows};
+use couponrush_e2e::load::{Spike, Tally, rows};
 use couponrush_e2e::{Scope, token, wait_until};
 use redis::AsyncCommands;
 
 async fn backends(args: &[&str]) -> anyhow::Result<()> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("backends.sh");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../local/backends.sh");
     let status = tokio::process::Command::new("bash").arg(script).args(args).status().await?;
-    anyhow::ensure!(status.success(), "e2e/backends.sh {args:?} failed");
+    anyhow::ensure!(status.success(), "local/backends.sh {args:?} failed");
     Ok(())
 }
 
-/// The persistence `e2e/backends.sh` gives Redis, read back from the running server.
+/// The persistence `local/backends.sh` gives Redis, read back from the running server.
 async fn require_documented_persistence(scope: &Scope) -> anyhow::Result<()> {
     let mut redis = scope.redis().await?;
     for (name, wanted) in [("appendonly", "yes"), ("appendfsync", "always")] {
         let got: Vec<String> = redis::cmd("CONFIG").arg("GET").arg(name).query_async(&mut redis).await?;
         anyhow::ensure!(
             got.get(1).map(String::as_str) == Some(wanted),
-            "Redis runs with {name} {got:?}, not {wanted}: restart it with e2e/backends.sh"
+            "Redis runs with {name} {got:?}, not {wanted}: restart it with local/backends.sh"
         );
     }
     Ok(())

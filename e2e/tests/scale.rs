@@ -65,7 +65,7 @@ async fn apiserver_requests(client: &Client) -> anyhow::Result<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_events_at_once() -> anyhow::Result<()> {
     let count: usize = std::env::var("SCALE_EVENTS").ok().and_then(|n| n.parse().ok()).unwrap_or(10);
-    let client = Client::try_default().await.context("no cluster: run e2e/cluster/cluster.sh up")?;
+    let client = Client::try_default().await.context("no cluster: run local/cluster/cluster.sh up")?;
     couponrush_e2e::install_crd(&client).await?;
     couponrush_e2e::clear_test_namespaces(&client).await?;
     let scope = Scope::new("scale").await?;

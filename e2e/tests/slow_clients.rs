@@ -1,7 +1,7 @@
 //! Issue 12, HTTP edges: clients too slow to be served cannot hold an issuer's
 //! connections past its timeouts, nor starve the clients that are quick.
 //!
-//! Against a live kafka-async round on the real Redis and Kafka (`e2e/backends.sh up`),
+//! Against a live kafka-async round on the real Redis and Kafka (`local/backends.sh up`),
 //! an issuer in this process with short timeouts, and raw loopback sockets for the slow
 //! clients. Every loop is bounded by a count or a deadline.
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use couponrush_core::event::Strategy;
 use couponrush_e2e::Scope;
-use couponrush_e2e::spike::{Spike, Tally, check_sold_out, poll_queue, rows};
+use couponrush_e2e::load::{Spike, Tally, check_sold_out, poll_queue, rows};
 use couponrush_issuer::config::ServeConfig;
 
 const OPENS_IN: Duration = Duration::from_millis(1500);

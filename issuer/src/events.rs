@@ -264,7 +264,7 @@ impl Events {
             // The floor is read before Redis is asked: admissions answered while the read
             // is on its way raise it past what the read can show, and comparing with that
             // raised floor called a healthy Redis "lost writes" (35-41 false errors per
-            // saturating run in e2e/bench/pod.sh). Every seq seen before the read was
+            // saturating run in bench/pod.sh). Every seq seen before the read was
             // handed out by Redis before it, so a read below this floor is a real loss.
             let floor_before_read = live.seq_floor();
             let meta = round_meta(&mut redis, &live.keys).await;

@@ -234,7 +234,7 @@ pub fn issuer_deployment(ce: &CouponEvent, inputs: &WorkloadInputs) -> Deploymen
         (env::TRUST_USER_HEADER, "false".to_owned()),
         // tokio sizes its pool from the CPU quota rounded down: 1800m would give one
         // worker, so the request path could never use the limit's second core
-        // (seen in e2e/bench/pod.sh's container). One worker per started core of the limit.
+        // (seen in bench/pod.sh's container). One worker per started core of the limit.
         (env::TOKIO_WORKER_THREADS, inputs.sizing.issuer.cpu_limit_millis.div_ceil(1_000).max(1).to_string()),
     ]);
     deployment(

@@ -4,7 +4,7 @@
 //! An issuer pod gets a little under half a node's CPU, so two fit on a node next to
 //! the system pods, and the replicas are the expected peak divided by what one such
 //! pod is planned to take (measured in a container with these limits by
-//! `e2e/bench/pod.sh`, part of `make bench`; see BENCH.md), never fewer than two (one
+//! `bench/pod.sh`, part of `make bench`; see BENCH.md), never fewer than two (one
 //! may be disrupted) nor more than the event's `maxReplicas`.
 
 use couponrush_crds::{Capacity, NodeProfile};
@@ -13,7 +13,7 @@ use couponrush_crds::{Capacity, NodeProfile};
 /// CPU *request* (what it is guaranteed when its node is full; a t3.medium pod: 0.9 vCPU,
 /// so 6,120 requests/s).
 ///
-/// Measured by `e2e/bench/pod.sh` (e2e/bench/results/2026-12-02-pod.md and
+/// Measured by `bench/pod.sh` (bench/results/2026-12-02-pod.md and
 /// 2026-12-02-pod-2.md): one issuer in a container with the limits below (CFS quota
 /// checked inside its cgroup), the backends and the generator on the same 2 vCPUs
 /// outside it. The container's own CPU (cgroup cpuacct: HTTP, JWT, the Lua call,
@@ -31,7 +31,7 @@ use couponrush_crds::{Capacity, NodeProfile};
 pub const ISSUER_RPS_PER_VCPU: u32 = 6_800;
 /// Upper bound on issuer replicas when the event does not set one.
 pub const DEFAULT_MAX_REPLICAS: u32 = 50;
-/// Rows one consumer pod writes per second in batches (MySQL-bound). `e2e/bench/pod.sh`
+/// Rows one consumer pod writes per second in batches (MySQL-bound). `bench/pod.sh`
 /// measured one consumer container draining 200,000 queued coupons at 24,400–42,200
 /// rows/s (0.5 vCPU, its request) and 37,500–40,400 (1 vCPU, its limit), 3–4 µs of its
 /// own CPU per row, MariaDB with fsync on every commit; planned at 20,000 (a safety
@@ -156,12 +156,12 @@ mod tests {
         assert_eq!(big.partitions, 50);
     }
 
-    /// `e2e/bench/pod.sh` measures one pod under these limits; the constants above come
+    /// `bench/pod.sh` measures one pod under these limits; the constants above come
     /// from its results, so its defaults must be what the operator gives a t3.medium pod.
     #[test]
     fn the_pod_benchmark_measures_the_pods_sized_here() {
-        let script = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../e2e/bench/pod.sh"))
-            .expect("e2e/bench/pod.sh");
+        let script = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/pod.sh"))
+            .expect("bench/pod.sh");
         let default = |var: &str| {
             let start = format!("{var}=\"${{{var}:-");
             let at = script.find(&start).unwrap_or_else(|| panic!("pod.sh sets a default for {var}")) + start.len();
