@@ -108,12 +108,13 @@ kafka_image() {
   local base="$1" ctx key
   [[ -f "$CACHE/kafka-$KAFKA_VERSION/.complete" ]] \
     || die "Kafka $KAFKA_VERSION jars missing in $KAFKA_LIBS (local/backends.sh up kafka fetches them)"
-  key="$( { files_hash "$HERE/images/kafka"; ls "$KAFKA_LIBS"; echo "$base"; } | hash_of)"
+  key="$( { files_hash "$HERE/images/kafka"; cat "$ROOT"/local/backends/kafka-*.properties; ls "$KAFKA_LIBS"; echo "$base"; } | hash_of)"
   if have "couponrush.local/kafka:$key"; then echo "couponrush.local/kafka:$key"; return; fi
   ctx="$(mktemp -d)"
   cp -a "$HERE/images/kafka/." "$ctx/"
   cp -a "$KAFKA_LIBS" "$ctx/libs"
   cp "$ROOT/local/backends/kafka-log4j.properties" "$ctx/log4j.properties"
+  cp "$ROOT/local/backends/kafka-node.properties" "$ctx/node.properties"
   build kafka "$key" --build-arg "BASE_IMAGE=$base" "$ctx"
   rm -rf "$ctx"
 }

@@ -3,9 +3,9 @@
 # foreground. KAFKA_ADVERTISED_HOST is the name clients reach it by (the Service's DNS name).
 set -eu
 dir=/var/lib/kafka
-cat >"$dir/server.properties" <<PROPS
-process.roles=broker,controller
-node.id=1
+{
+  cat /opt/kafka/node.properties
+  cat <<PROPS
 controller.quorum.voters=1@127.0.0.1:9093
 listeners=PLAINTEXT://0.0.0.0:9092,CONTROLLER://127.0.0.1:9093
 advertised.listeners=PLAINTEXT://${KAFKA_ADVERTISED_HOST}:9092
@@ -13,19 +13,9 @@ controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs=$dir/data
-auto.create.topics.enable=true
 num.partitions=4
-default.replication.factor=1
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=4
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-transaction.state.log.num.partitions=4
-min.insync.replicas=1
-group.initial.rebalance.delay.ms=0
-num.network.threads=2
-num.io.threads=4
 PROPS
+} >"$dir/server.properties"
 if [ ! -f "$dir/data/meta.properties" ]; then
   java -Xmx256m -Dlog4j.configuration=file:/opt/kafka/log4j.properties -cp '/opt/kafka/libs/*' \
     kafka.tools.StorageTool format -t "$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')" \
