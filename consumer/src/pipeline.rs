@@ -8,10 +8,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use couponrush_core::round_store::admission;
-use couponrush_core::round_store::keys::{RoundKeys, winner_field};
 use couponrush_core::message::IssuedCoupon;
 use couponrush_core::redis_conn::RedisConn;
+use couponrush_core::round_store::admission;
+use couponrush_core::round_store::keys::{RoundKeys, winner_field};
 use couponrush_core::{db, error_chain, reconcile};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};

@@ -16,9 +16,9 @@ use sqlx::MySqlPool;
 
 use crate::event::RoundId;
 use crate::kafka::Publisher;
-use crate::round_store::keys::{RoundKeys, parse_winner_field};
 use crate::message::IssuedCoupon;
 use crate::redis_conn::RedisConn;
+use crate::round_store::keys::{RoundKeys, parse_winner_field};
 use crate::{db, wall_clock_ms};
 
 #[derive(Debug, thiserror::Error)]

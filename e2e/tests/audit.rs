@@ -16,12 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use couponrush_core::round_store::admission::{self, Admission};
 use couponrush_core::event::{RoundId, Strategy};
 use couponrush_core::kafka::Publisher;
-use couponrush_core::round_store::keys::RoundKeys;
 use couponrush_core::message::{Attribution, IssuedCoupon, MAX_AUDIT_ID_BYTES};
 use couponrush_core::reconcile;
+use couponrush_core::round_store::admission::{self, Admission};
+use couponrush_core::round_store::keys::RoundKeys;
 use couponrush_e2e::{JWT_SECRET, Scope, binary, token_with_claims, wait_until};
 use futures::StreamExt;
 use rdkafka::message::Headers;

@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
-use couponrush_core::round_store::admission::{self, Admission};
 use couponrush_core::event::Strategy;
 use couponrush_core::kafka::Publisher;
-use couponrush_core::round_store::keys::RoundKeys;
 use couponrush_core::message::IssuedCoupon;
+use couponrush_core::round_store::admission::{self, Admission};
+use couponrush_core::round_store::keys::RoundKeys;
 use couponrush_core::{db, reconcile};
 use couponrush_e2e::Scope;
 use rdkafka::message::Headers;

@@ -16,8 +16,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use couponrush_core::event::{RoundSpec, Strategy};
-use couponrush_core::round_store::keys::RoundKeys;
 use couponrush_core::prewarm::{self, PrewarmError};
+use couponrush_core::round_store::keys::RoundKeys;
 use couponrush_core::round_store::meta::round_meta;
 use couponrush_e2e::load::{Spike, Tally, rows};
 use couponrush_e2e::{Scope, token, wait_until};

@@ -554,7 +554,10 @@ mod tests {
     async fn a_user_who_holds_one_gets_200_already_issued_with_the_same_seq() {
         let fake = Arc::new(Fake::open(|| Ok(Outcome::Admission(Admission::AlreadyIssued { seq: 7 }))));
         let answer = press(&fake).await;
-        assert_eq!((answer.status, answer.word(), answer.body["seq"].as_u64()), (StatusCode::OK, "ALREADY_ISSUED", Some(7)));
+        assert_eq!(
+            (answer.status, answer.word(), answer.body["seq"].as_u64()),
+            (StatusCode::OK, "ALREADY_ISSUED", Some(7))
+        );
     }
 
     #[tokio::test]
@@ -728,11 +731,15 @@ mod tests {
             paused: false,
         };
         for (remaining, state) in [(10, "LIVE"), (0, "SOLD_OUT")] {
-            let fake = Arc::new(Fake { counts: Some(RoundCounts { meta: meta.clone(), remaining }), ..Fake::open(never) });
+            let fake =
+                Arc::new(Fake { counts: Some(RoundCounts { meta: meta.clone(), remaining }), ..Fake::open(never) });
             let answer = send(&fake, Method::GET, "/api/v1/events/shop/sale", None, Body::empty()).await;
             assert_eq!(answer.status, StatusCode::OK);
             assert_eq!(answer.body["state"].as_str(), Some(state));
-            assert_eq!((answer.body["stock"].as_u64(), answer.body["remaining"].as_u64()), (Some(1_000), Some(remaining.into())));
+            assert_eq!(
+                (answer.body["stock"].as_u64(), answer.body["remaining"].as_u64()),
+                (Some(1_000), Some(remaining.into()))
+            );
             assert_eq!(answer.body["round"].as_u64(), Some(3));
         }
         let fake = Arc::new(Fake::open(never));

@@ -89,7 +89,8 @@ impl Backends for AppState {
 
     async fn counts(&self, live: &LiveRound) -> Result<Option<RoundCounts>, IssueError> {
         let mut redis = self.redis.clone();
-        let Some(meta) = round_meta(&mut redis, &live.keys).await.map_err(|error| IssueError::ReadResult(error.into()))?
+        let Some(meta) =
+            round_meta(&mut redis, &live.keys).await.map_err(|error| IssueError::ReadResult(error.into()))?
         else {
             return Ok(None);
         };

@@ -9,9 +9,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use couponrush_core::event::{EventId, RoundId, Strategy};
+use couponrush_core::redis_conn::{RedisConn, RedisTarget};
 use couponrush_core::round_store::keys::{RoundKeys, SOLD_OUT_CHANNEL};
 use couponrush_core::round_store::meta::{current_round, round_meta};
-use couponrush_core::redis_conn::{RedisConn, RedisTarget};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 

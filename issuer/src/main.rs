@@ -85,10 +85,12 @@ async fn export_round(backends: &Backends, args: ExportArgs) -> anyhow::Result<(
     // Redis' winners, where the strategy keeps them, say whether every coupon is stored yet.
     let stored_all = match backends.redis().connect().await {
         Ok(mut redis) => {
-            let winners: Option<u64> =
-                redis::AsyncCommands::hlen(&mut redis, couponrush_core::round_store::keys::RoundKeys::new(&round).winners)
-                    .await
-                    .ok();
+            let winners: Option<u64> = redis::AsyncCommands::hlen(
+                &mut redis,
+                couponrush_core::round_store::keys::RoundKeys::new(&round).winners,
+            )
+            .await
+            .ok();
             winners.is_none_or(|winners| winners <= written)
         }
         Err(_) => true,

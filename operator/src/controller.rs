@@ -12,8 +12,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use couponrush_core::event::{EventId, RoundId, RoundSpec, Strategy};
-use couponrush_core::round_store::keys::RoundKeys;
 use couponrush_core::prewarm::{self, PrewarmError};
+use couponrush_core::round_store::keys::RoundKeys;
 use couponrush_core::round_store::meta::{current_round, round_meta, set_paused};
 use couponrush_core::{db, reconcile};
 use couponrush_crds::{CouponEvent, CouponEventStatus, Phase};

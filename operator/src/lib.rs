@@ -42,7 +42,11 @@ use crate::metrics::Metrics;
 /// Runs until `shutdown`: serves the ops endpoints, takes part in leader election, and
 /// reconciles while it leads. Losing the Lease ends the run (the pod restarts and
 /// rejoins), so two replicas never reconcile at once.
-pub async fn run(config: Config, listener: tokio::net::TcpListener, shutdown: CancellationToken) -> Result<(), RunError> {
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
     run_with_clock(config, listener, shutdown, Clock::system()).await
 }
 

@@ -9,5 +9,5 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     telemetry::init(config.log_json);
     let listener = ops::bind(config.listen).await?;
-    couponrush_operator::run(config, listener, shutdown::on_signal()).await
+    Ok(couponrush_operator::run(config, listener, shutdown::on_signal()).await?)
 }

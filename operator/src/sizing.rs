@@ -160,8 +160,8 @@ mod tests {
     /// from its results, so its defaults must be what the operator gives a t3.medium pod.
     #[test]
     fn the_pod_benchmark_measures_the_pods_sized_here() {
-        let script = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/pod.sh"))
-            .expect("bench/pod.sh");
+        let script =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/pod.sh")).expect("bench/pod.sh");
         let default = |var: &str| {
             let start = format!("{var}=\"${{{var}:-");
             let at = script.find(&start).unwrap_or_else(|| panic!("pod.sh sets a default for {var}")) + start.len();

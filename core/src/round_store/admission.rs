@@ -17,8 +17,8 @@
 use redis::Script;
 use std::sync::LazyLock;
 
-use crate::round_store::keys::{RoundKeys, SOLD_OUT_CHANNEL, winner_field};
 use crate::redis_conn::RedisConn;
+use crate::round_store::keys::{RoundKeys, SOLD_OUT_CHANNEL, winner_field};
 
 /// Outcome of one admission attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -141,7 +141,12 @@ pub async fn write_settings(
 
 /// Writes a whole meta at once, as a recovery rebuilt it (the owner's pause flag is the
 /// operator's to set again).
-pub async fn write_meta(redis: &mut RedisConn, keys: &RoundKeys, meta: &RoundMeta, strategy: Strategy) -> redis::RedisResult<()> {
+pub async fn write_meta(
+    redis: &mut RedisConn,
+    keys: &RoundKeys,
+    meta: &RoundMeta,
+    strategy: Strategy,
+) -> redis::RedisResult<()> {
     let fields: [(&str, String); 7] = [
         (field::STOCK, meta.stock.to_string()),
         (field::REMAINING, meta.remaining.to_string()),
@@ -234,5 +239,5 @@ pub async fn delete_round_keys(redis: &mut RedisConn, keys: &RoundKeys) -> redis
 
 /// A reply this version does not understand, as a Redis type error.
 pub(crate) fn unexpected(what: &'static str, reply: String) -> redis::RedisError {
-    redis::RedisError::from((redis::ErrorKind::TypeError, what, reply))
+    redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, what, reply))
 }

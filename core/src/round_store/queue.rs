@@ -53,12 +53,14 @@ impl QueueResult {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Standing {
     /// Waiting, at this 1-based position.
-    Queued { position: u64 },
+    Queued {
+        position: u64,
+    },
     Decided(QueueResult),
 }
 
 /// What a press in a queue round ends as.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Enqueued {
     /// In the queue (now or already), or decided.
     Standing(Standing),
@@ -127,8 +129,7 @@ return {'NONE'}
 
 /// A user's standing in a queue round, or `None` if they never pressed.
 pub async fn standing(redis: &mut RedisConn, keys: &RoundKeys, user: &str) -> Result<Option<Standing>, ScriptError> {
-    let reply: Vec<String> =
-        STANDING.key(&keys.queue).key(&keys.queue_results).arg(user).invoke_async(redis).await?;
+    let reply: Vec<String> = STANDING.key(&keys.queue).key(&keys.queue_results).arg(user).invoke_async(redis).await?;
     if reply.first().map(String::as_str) == Some("NONE") && reply.len() == 1 {
         return Ok(None);
     }
@@ -153,7 +154,12 @@ pub async fn head(redis: &mut RedisConn, keys: &RoundKeys, count: usize) -> redi
 
 /// Writes a user's result, then takes them off the queue: a poll always finds them in
 /// one place or the other.
-pub async fn decide(redis: &mut RedisConn, keys: &RoundKeys, user: &str, result: QueueResult) -> redis::RedisResult<()> {
+pub async fn decide(
+    redis: &mut RedisConn,
+    keys: &RoundKeys,
+    user: &str,
+    result: QueueResult,
+) -> redis::RedisResult<()> {
     let _: () = redis.hset(&keys.queue_results, user, result.encode()).await?;
     let _: () = redis.zrem(&keys.queue, user).await?;
     Ok(())
@@ -168,7 +174,12 @@ static HOLD_LEASE: LazyLock<Script> = LazyLock::new(|| {
 
 /// Takes or renews the round's scheduler lease for `lease_ms` under `token`; whether
 /// this caller holds it now.
-pub async fn hold_lease(redis: &mut RedisConn, keys: &RoundKeys, token: u64, lease_ms: u64) -> redis::RedisResult<bool> {
+pub async fn hold_lease(
+    redis: &mut RedisConn,
+    keys: &RoundKeys,
+    token: u64,
+    lease_ms: u64,
+) -> redis::RedisResult<bool> {
     let held: i64 = HOLD_LEASE.key(&keys.lock).arg(token).arg(lease_ms).invoke_async(redis).await?;
     Ok(held == 1)
 }
@@ -194,10 +205,7 @@ mod tests {
     #[test]
     fn standings_parse_strictly() {
         assert_eq!(parse_standing(&reply(&["QUEUED", "3"])), Some(Standing::Queued { position: 3 }));
-        assert_eq!(
-            parse_standing(&reply(&["RESULT", "I:7"])),
-            Some(Standing::Decided(QueueResult::Issued { seq: 7 }))
-        );
+        assert_eq!(parse_standing(&reply(&["RESULT", "I:7"])), Some(Standing::Decided(QueueResult::Issued { seq: 7 })));
         assert_eq!(parse_standing(&reply(&["QUEUED", "x"])), None);
         assert_eq!(parse_standing(&reply(&["RESULT", "maybe"])), None);
         assert_eq!(parse_standing(&reply(&["QUEUED"])), None);

@@ -132,21 +132,23 @@ async fn admit_batch(state: &AppState, live: &LiveRound) -> Result<(), redis::Re
         .collect()
         .await;
     for (user, outcome) in results {
-        let decided = |result| store::decide(&mut redis, &live.keys, &user, result);
+        let keys = &live.keys;
         match outcome {
             Ok(Admission::Issued { seq, remaining, .. }) => {
                 meta::take_one(&mut state.redis.clone(), &live.keys).await?;
-                decided(QueueResult::Issued { seq }).await?;
+                store::decide(&mut redis, keys, &user, QueueResult::Issued { seq }).await?;
                 if remaining == 0 {
                     finish(state, live).await?;
                 }
             }
-            Ok(Admission::AlreadyIssued { seq }) => decided(QueueResult::Issued { seq }).await?,
+            Ok(Admission::AlreadyIssued { seq }) => {
+                store::decide(&mut redis, keys, &user, QueueResult::Issued { seq }).await?
+            }
             Ok(Admission::SoldOut) => {
-                decided(QueueResult::SoldOut).await?;
+                store::decide(&mut redis, keys, &user, QueueResult::SoldOut).await?;
                 finish(state, live).await?;
             }
-            Ok(Admission::Ended) => decided(QueueResult::Ended).await?,
+            Ok(Admission::Ended) => store::decide(&mut redis, keys, &user, QueueResult::Ended).await?,
             // Not decided: the user stays at the head of the queue for the next tick.
             Ok(Admission::NotStarted { .. } | Admission::UnknownRound | Admission::Regressed { .. }) => {}
             Err(error) => tracing::warn!(%error, round = %live.label, user, "queued admission failed; stays queued"),
