@@ -9,6 +9,11 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 use std::time::Duration;
 
+/// How long a caller waits for a Redis reply before the outcome counts as unknown
+/// (`OUTCOME_UNKNOWN` for an admission). The operator's sizing reads it too: admissions
+/// queued in front of Redis longer than this turn into 503s.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Where Redis is: one URL for a single node, or the seed URLs of a cluster. A
 /// `rediss://` URL connects over TLS, checked against `ca_pem` when set (a managed
 /// Redis with its own CA) and the system's CAs otherwise; an ACL user and password go
@@ -58,7 +63,7 @@ impl RedisTarget {
     }
 
     pub async fn connect(&self) -> redis::RedisResult<RedisConn> {
-        let response_timeout = Duration::from_secs(2);
+        let response_timeout = RESPONSE_TIMEOUT;
         let connect_timeout = Duration::from_secs(2);
         if self.cluster {
             let mut builder = ClusterClientBuilder::new(self.urls.clone())

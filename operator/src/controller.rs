@@ -41,7 +41,7 @@ use crate::pace::{Fingerprint, Pace};
 use crate::phase::{Decision, IDLE, Observed, RoundState, decide, round_state};
 use crate::plan::{plan_round, start_moved, timing};
 use crate::resources::{self, WorkloadInputs, topic_name, workload_name};
-use crate::sizing::size;
+use crate::sizing::{redis_shard_overload, size};
 use crate::status::{
     DEGRADED, Inputs, PAUSED, ROUND_STATE_LOST, TERMINATING, is_true, next_status, phase_entered, set_condition,
 };
@@ -434,6 +434,14 @@ async fn apply_pass(ce: &CouponEvent, context: &Context) -> Result<Duration, Err
                 .get_or_create(&PhaseLabels { phase: format!("{:?}", previous.phase) })
                 .observe(seconds);
         }
+    }
+    // Said once per round, as it starts warming: nothing the operator does can fix it.
+    if status.phase == Phase::Warming
+        && previous.phase != Phase::Warming
+        && let Some(warning) = redis_shard_overload(ce.spec.capacity.expected_peak_rps, ce.spec.stock)
+    {
+        tracing::warn!(%round, "{warning}");
+        publish(context, ce, EventType::Warning, "RedisShardOverloaded", Some(warning)).await;
     }
     if let Some(reason) = state.lost_reason()
         && !is_true(&previous, ROUND_STATE_LOST)

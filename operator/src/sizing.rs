@@ -62,6 +62,30 @@ pub struct PodResources {
     pub memory_limit_mib: u32,
 }
 
+/// Admissions one Redis shard (one core) makes per second: 1 s / 18 µs per kafka-async
+/// admission (one Lua call; BENCH.md, 2026-11-22; docs/scale.md).
+pub const REDIS_SHARD_ADMISSIONS_PER_SECOND: u32 = 55_000;
+
+/// Why a round's admissions would outrun one Redis shard, if they would: the crowd
+/// offers more requests per second than the shard admits, and the stock keeps the shard
+/// admitting longer than an issuer waits for a Redis reply, so admissions queue past that
+/// wait and come back as 503s (exactness holds; speed does not). A round's keys live on
+/// one shard by design; stock buckets across shards are the remedy (docs/scale.md,
+/// designed, not built), so until then the operator says so before the round opens.
+pub fn redis_shard_overload(expected_peak_rps: u32, stock: u32) -> Option<String> {
+    let busy_seconds = f64::from(stock) / f64::from(REDIS_SHARD_ADMISSIONS_PER_SECOND);
+    let wait_seconds = couponrush_core::redis_conn::RESPONSE_TIMEOUT.as_secs_f64();
+    (expected_peak_rps > REDIS_SHARD_ADMISSIONS_PER_SECOND && busy_seconds > wait_seconds).then(|| {
+        format!(
+            "{expected_peak_rps} requests/s for a stock of {stock} outrun one Redis shard \
+             ({REDIS_SHARD_ADMISSIONS_PER_SECOND} admissions/s): admitting the stock keeps it busy \
+             {busy_seconds:.1} s, longer than the {wait_seconds:.0} s an issuer waits for Redis, \
+             so requests will time out as 503s; a round lives on one shard, so split the stock \
+             over smaller rounds or events (docs/scale.md)"
+        )
+    })
+}
+
 /// Everything the operator sizes for one event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sizing {
@@ -104,6 +128,21 @@ pub fn size(capacity: &Capacity) -> Sizing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_round_outruns_one_redis_shard_only_with_a_big_crowd_and_a_big_stock() {
+        // The plan's two cases (docs/scale.md): a million presses for 1,000 coupons is
+        // 18 ms of one shard; for 1,000,000 coupons it is 18 s.
+        assert_eq!(redis_shard_overload(1_000_000, 1_000), None);
+        let warning = redis_shard_overload(1_000_000, 1_000_000).expect("overload");
+        assert!(warning.contains("18.2 s"), "{warning}");
+        // A big stock under a crowd one shard keeps up with is fine, and so is the seed event.
+        assert_eq!(redis_shard_overload(50_000, 10_000_000), None);
+        assert_eq!(redis_shard_overload(20_000, 1_000), None);
+        // The edge: the shard busy for just over the reply wait.
+        assert_eq!(redis_shard_overload(60_000, 110_000), None);
+        assert!(redis_shard_overload(60_000, 111_000).is_some());
+    }
 
     fn capacity(peak: u32, max: Option<u32>) -> Capacity {
         Capacity { expected_peak_rps: peak, node_profile: NodeProfile::T3Medium, max_replicas: max }
