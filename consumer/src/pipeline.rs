@@ -260,15 +260,7 @@ async fn report_conflicts(pool: &MySqlPool, coupons: &[IssuedCoupon]) -> u64 {
         };
         let winners: Vec<(String, u32)> = group.iter().map(|c| (winner_field(&c.user, c.slot), c.seq)).collect();
         for conflict in reconcile::compare(&winners, &rows).conflicts {
-            tracing::error!(
-                %round,
-                user = %conflict.user,
-                slot = conflict.slot,
-                seq = conflict.seq,
-                row_user = %conflict.row_user,
-                row_seq = conflict.row_seq,
-                "a coupon conflicts with a row: Redis handed out a seq twice (it lost writes); this coupon is not persisted"
-            );
+            conflict.log(&round);
             total += 1;
         }
     }

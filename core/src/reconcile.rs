@@ -55,6 +55,22 @@ pub struct Conflict {
     pub row_seq: u32,
 }
 
+impl Conflict {
+    /// The error line for a conflict, the same wherever one is found (the consumer's
+    /// batches, reconciliation): operators grep for it.
+    pub fn log(&self, round: &RoundId) {
+        tracing::error!(
+            round = %round,
+            user = %self.user,
+            slot = self.slot,
+            seq = self.seq,
+            row_user = %self.row_user,
+            row_seq = self.row_seq,
+            "an admitted coupon conflicts with a row: Redis handed out a seq twice (it lost writes); this coupon is not persisted"
+        );
+    }
+}
+
 /// What comparing the winners with the rows found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Comparison {
@@ -114,15 +130,7 @@ pub async fn reconcile_round(
         conflicts: comparison.conflicts.len() as u64,
     };
     for conflict in &comparison.conflicts {
-        tracing::error!(
-            round = %round,
-            user = %conflict.user,
-            slot = conflict.slot,
-            seq = conflict.seq,
-            row_user = %conflict.row_user,
-            row_seq = conflict.row_seq,
-            "an admitted coupon conflicts with a row: Redis handed out a seq twice (it lost writes); this coupon is not persisted"
-        );
+        conflict.log(round);
     }
     for (user, slot, seq) in comparison.missing {
         tracing::info!(round = %round, user, seq, "re-publishing an admitted coupon without a row");
