@@ -55,6 +55,10 @@
 #   QUIET_MAX_PCT=50 QUIET_WAIT_S=30  before each run, wait up to QUIET_WAIT_S for CPU used by
 #                        processes outside the benchmark to drop under QUIET_MAX_PCT % of a core
 #   RESULTS_DIR=bench/results  RESULTS_NAME (the report is <date>[-<name>].md)
+#   ISSUER_WORKERS       the issuer's tokio worker threads (default: tokio's, one per core;
+#                        the operator gives a pod one per whole CPU of its limit)
+#   ISSUER_BIN           the issuer binary to measure (default: the one this run builds),
+#                        to compare a variant under the same run's conditions
 #   BENCH_WORK=...  CARGO_TARGET_DIR  CEILING_TARGET_DIR
 set -euo pipefail
 export LC_ALL=C
@@ -62,7 +66,8 @@ export LC_ALL=C
 # The settings given on the command line, for the report's "command" line.
 GIVEN=""
 for v in RATE SATURATE_RATE CONNECTIONS TIMEOUT_MS STRATEGIES SPIKE_REQUESTS SPIKE_USERS SPIKE_STOCK ADMIT_REQUESTS \
-  ADMIT_STOCK SOLDOUT_REQUESTS WARMUP_REQUESTS AUTH PROFILE PROFILE_SECONDS BACKENDS BENCH_NICE RESULTS_NAME; do
+  ADMIT_STOCK SOLDOUT_REQUESTS WARMUP_REQUESTS AUTH PROFILE PROFILE_SECONDS BACKENDS BENCH_NICE RESULTS_NAME \
+  ISSUER_WORKERS ISSUER_BIN; do
   [[ -n ${!v:-} ]] && GIVEN+="$v=$(printf '%q' "${!v}") "
 done
 
@@ -118,6 +123,7 @@ export RUST_LOG="${RUST_LOG:-warn}"
 EV_STAMP="$(tr 'A-Z' 'a-z' <<<"$STAMP")"
 
 BIN="$CARGO_TARGET_DIR/release"
+ISSUER_BIN="${ISSUER_BIN:-$BIN/couponrush-issuer}"
 CEILING_BIN="$CEILING_TARGET_DIR/release/couponrush-bench-ceiling"
 LOAD="$BIN/couponrush-load"
 mkdir -p "$BENCH_WORK/runs" "$RESULTS_DIR"
@@ -416,7 +422,8 @@ issuer_auth_env() {
   if [[ $AUTH == header ]]; then echo TRUST_USER_HEADER=true; else echo "JWT_HS256_SECRET=$JWT_SECRET"; fi
 }
 start_issuer() { # start_issuer LOG
-  serve issuer "$ISSUER_PORT" "$1" env "$(issuer_auth_env)" LISTEN="127.0.0.1:$ISSUER_PORT" "$BIN/couponrush-issuer" serve
+  serve issuer "$ISSUER_PORT" "$1" env "$(issuer_auth_env)" LISTEN="127.0.0.1:$ISSUER_PORT" \
+    ${ISSUER_WORKERS:+TOKIO_WORKER_THREADS=$ISSUER_WORKERS} "$ISSUER_BIN" serve
 }
 
 log "starting the consumer (topic $KAFKA_TOPIC, group $KAFKA_GROUP)"

@@ -107,7 +107,7 @@ step "tier 1: the benchmark's load generator against a local server" cargo test 
 step "tier 1: fuzz the request path (cargo fuzz, 60 s)" issuer/fuzz/run.sh 60
 # One test at a time: the spike tests measure nothing, but they share two cores and
 # the fault tests stop and start the Kafka broker.
-backend_tests=(--test backends --test api_contract --test consumer --test spike --test faults --test redis_cluster
+backend_tests=(--test backends --test admission --test api_contract --test consumer --test spike --test faults --test redis_cluster
   --test disconnects --test redis_loss --test user_ids --test export --test slow_clients --test audit)
 step "tier 2: real Redis, Kafka, MariaDB" cargo test -p couponrush-e2e "${backend_tests[@]}" -- --test-threads=1
 step "tier 2: managed backends (TLS and logins on)" \

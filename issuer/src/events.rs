@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::strategies::AdmissionBatches;
 use couponrush_core::event::{EventId, RoundId, Strategy};
 use couponrush_core::redis_conn::{RedisConn, RedisTarget};
 use couponrush_core::round_store::keys::{RoundKeys, SOLD_OUT_CHANNEL};
@@ -48,6 +49,8 @@ pub struct LiveRound {
     paused: AtomicBool,
     /// When the round opens (ms since the epoch), from the meta on every refresh.
     start_ms: AtomicI64,
+    /// `kafka-async`: the queue in front of the round's admission script.
+    pub admissions: AdmissionBatches,
 }
 
 impl LiveRound {
@@ -63,6 +66,7 @@ impl LiveRound {
             strategy,
             stock: AtomicU32::new(stock),
             sold_out: AtomicBool::new(false),
+            admissions: AdmissionBatches::default(),
         }
     }
 

@@ -5,7 +5,8 @@
 //!
 //! - [`admit`] (issuer): start/end gate against Redis `TIME`, the winners lookup (a
 //!   retry gets its seq back), the stock check and decrement, the never-decremented seq
-//!   counter and, on the last coupon, the sold-out publish — one round trip.
+//!   counter and, on the last coupon, the sold-out publish — one round trip, for one
+//!   user or a batch of them ([`admit_many_above`]).
 //! - [`roll_back`] (issuer, after Kafka definitely refused the message): undoes an
 //!   admission unless the consumer already confirmed it.
 //! - [`confirm`] (consumer, before inserting rows): marks admissions as persisted-to-be,
@@ -58,7 +59,8 @@ pub fn may_have_run(error: &redis::RedisError) -> bool {
     !(error.is_connection_refusal() || matches!(error.kind(), redis::ErrorKind::Server(_)))
 }
 
-#[derive(Debug, thiserror::Error)]
+/// Clone: one failed batch call is every batched caller's error.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ScriptError {
     #[error("redis call failed")]
     Redis(#[from] redis::RedisError),
@@ -66,35 +68,57 @@ pub enum ScriptError {
     UnexpectedReply(Vec<String>),
 }
 
+/// The admission script. It decides for a batch of users at once (the issuer gathers
+/// the admissions of one round that arrive while its earlier calls are in flight): the
+/// gate, the meta read and the meta write are paid once per batch, and each user costs
+/// one winners lookup and one winners write. Users are decided in the order given, as if
+/// each had come alone; a user named twice gets ALREADY_ISSUED the second time (with
+/// one coupon per user). The counters are carried in locals and written once: Redis runs
+/// the script alone, so nothing can change them in between.
 static ADMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local meta, winners = KEYS[1], KEYS[2]
-local user = ARGV[1]
+local channel, label, floor = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local m = redis.call('HMGET', meta, 'start_ms', 'end_ms', 'remaining', 'per_user', 'seq')
 if not m[1] then return {'UNKNOWN'} end
-if tonumber(m[5]) < tonumber(ARGV[4]) then return {'REGRESSED', m[5]} end
+local seq_before = tonumber(m[5])
+if seq_before < floor then return {'REGRESSED', m[5]} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if now < tonumber(m[1]) then return {'NOT_STARTED', m[1]} end
 local ends = tonumber(m[2])
 if ends > 0 and now >= ends then return {'ENDED'} end
-local free, last = nil, nil
-for k = 1, tonumber(m[4]) do
-  local field = user
-  if k > 1 then field = user .. '\31' .. k end
-  local s = redis.call('HGET', winners, field)
-  if s then last = s elseif not free then free = k end
+local remaining, per_user, seq = tonumber(m[3]), tonumber(m[4]), seq_before
+local out = {'DECIDED', tostring(now)}
+for i = 4, #ARGV do
+  local user = ARGV[i]
+  local free, free_field, last = nil, nil, nil
+  for k = 1, per_user do
+    local field = user
+    if k > 1 then field = user .. '\31' .. k end
+    local s = redis.call('HGET', winners, field)
+    if s then last = s elseif not free then free, free_field = k, field end
+  end
+  if not free then
+    table.insert(out, 'ALREADY_ISSUED'); table.insert(out, last)
+    table.insert(out, '0'); table.insert(out, '0')
+  elseif remaining <= 0 then
+    table.insert(out, 'SOLD_OUT'); table.insert(out, '0')
+    table.insert(out, '0'); table.insert(out, '0')
+  else
+    remaining = remaining - 1
+    seq = seq + 1
+    redis.call('HSET', winners, free_field, seq)
+    table.insert(out, 'ISSUED'); table.insert(out, tostring(seq))
+    table.insert(out, tostring(free)); table.insert(out, tostring(remaining))
+  end
 end
-if not free then return {'ALREADY_ISSUED', last} end
-if tonumber(m[3]) <= 0 then return {'SOLD_OUT'} end
-local remaining = redis.call('HINCRBY', meta, 'remaining', -1)
-local seq = redis.call('HINCRBY', meta, 'seq', 1)
-local field = user
-if free > 1 then field = user .. '\31' .. free end
-redis.call('HSET', winners, field, seq)
-if remaining == 0 then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
-return {'ISSUED', tostring(seq), tostring(free), tostring(remaining), tostring(now)}
+if seq ~= seq_before then
+  redis.call('HSET', meta, 'remaining', remaining, 'seq', seq)
+  if remaining == 0 then redis.call('PUBLISH', channel, label) end
+end
+return out
 "#,
     )
 });
@@ -120,36 +144,74 @@ pub async fn admit_above(
     user: &str,
     seq_floor: u32,
 ) -> Result<Admission, ScriptError> {
-    let reply: Vec<String> = ADMIT
-        .key(&keys.meta)
-        .key(&keys.winners)
-        .arg(user)
-        .arg(SOLD_OUT_CHANNEL)
-        .arg(round_label)
-        .arg(seq_floor)
-        .invoke_async(conn)
-        .await?;
-    parse_admission(reply)
+    let mut decided = admit_many_above(conn, keys, round_label, &[user], seq_floor).await?;
+    Ok(decided.remove(0))
 }
 
-fn parse_admission(reply: Vec<String>) -> Result<Admission, ScriptError> {
+/// [`admit_above`] for several users in one atomic script run: one outcome per user, in
+/// the order given, the same as if each had been admitted alone in that order. An
+/// outcome of the round rather than of a user (not started, ended, unknown, regressed)
+/// is every user's.
+pub async fn admit_many_above(
+    conn: &mut RedisConn,
+    keys: &RoundKeys,
+    round_label: &str,
+    users: &[&str],
+    seq_floor: u32,
+) -> Result<Vec<Admission>, ScriptError> {
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut invocation = ADMIT.key(&keys.meta);
+    invocation.key(&keys.winners).arg(SOLD_OUT_CHANNEL).arg(round_label).arg(seq_floor);
+    for user in users {
+        invocation.arg(*user);
+    }
+    let reply: Vec<String> = invocation.invoke_async(conn).await?;
+    parse_admissions(reply, users.len())
+}
+
+/// Fields per user in a DECIDED reply: outcome, seq, slot, remaining.
+const FIELDS_PER_USER: usize = 4;
+
+fn parse_admissions(reply: Vec<String>, users: usize) -> Result<Vec<Admission>, ScriptError> {
     let number = |i: usize| reply.get(i).and_then(|v| v.parse::<i64>().ok());
-    let outcome = match reply.first().map(String::as_str) {
-        Some("ISSUED") => match (number(1), number(2), number(3), number(4)) {
-            (Some(seq), Some(slot), Some(remaining), Some(at_ms)) => {
-                Some(Admission::Issued { seq: to_u32(seq), slot: to_u32(slot), remaining: to_u32(remaining), at_ms })
-            }
-            _ => None,
-        },
-        Some("ALREADY_ISSUED") => number(1).map(|seq| Admission::AlreadyIssued { seq: to_u32(seq) }),
-        Some("SOLD_OUT") => Some(Admission::SoldOut),
+    let of_the_round = match reply.first().map(String::as_str) {
+        Some("DECIDED") => None,
         Some("NOT_STARTED") => number(1).map(|starts_at_ms| Admission::NotStarted { starts_at_ms }),
         Some("ENDED") => Some(Admission::Ended),
         Some("UNKNOWN") => Some(Admission::UnknownRound),
         Some("REGRESSED") => number(1).map(|seq| Admission::Regressed { seq_in_redis: to_u32(seq) }),
+        _ => return Err(ScriptError::UnexpectedReply(reply)),
+    };
+    if let Some(outcome) = of_the_round {
+        return Ok(vec![outcome; users]);
+    }
+    let per_user = reply.get(2..).unwrap_or_default();
+    let decided = match number(1) {
+        Some(at_ms) if per_user.len() == users * FIELDS_PER_USER => per_user
+            .chunks(FIELDS_PER_USER)
+            .map(|fields| {
+                let number = |i: usize| fields[i].parse::<i64>().ok();
+                match fields[0].as_str() {
+                    "ISSUED" => match (number(1), number(2), number(3)) {
+                        (Some(seq), Some(slot), Some(remaining)) => Some(Admission::Issued {
+                            seq: to_u32(seq),
+                            slot: to_u32(slot),
+                            remaining: to_u32(remaining),
+                            at_ms,
+                        }),
+                        _ => None,
+                    },
+                    "ALREADY_ISSUED" => number(1).map(|seq| Admission::AlreadyIssued { seq: to_u32(seq) }),
+                    "SOLD_OUT" => Some(Admission::SoldOut),
+                    _ => None,
+                }
+            })
+            .collect::<Option<Vec<_>>>(),
         _ => None,
     };
-    outcome.ok_or(ScriptError::UnexpectedReply(reply))
+    decided.ok_or(ScriptError::UnexpectedReply(reply))
 }
 
 fn to_u32(value: i64) -> u32 {
@@ -270,16 +332,35 @@ mod tests {
 
     #[test]
     fn parses_every_outcome() -> anyhow::Result<()> {
+        let decided = reply(&[
+            "DECIDED",
+            "1700000000000", //
+            "ISSUED",
+            "7",
+            "1",
+            "993", //
+            "ALREADY_ISSUED",
+            "9",
+            "0",
+            "0", //
+            "SOLD_OUT",
+            "0",
+            "0",
+            "0",
+        ]);
         assert_eq!(
-            parse_admission(reply(&["ISSUED", "7", "1", "993", "1700000000000"]))?,
-            Admission::Issued { seq: 7, slot: 1, remaining: 993, at_ms: 1_700_000_000_000 }
+            parse_admissions(decided, 3)?,
+            vec![
+                Admission::Issued { seq: 7, slot: 1, remaining: 993, at_ms: 1_700_000_000_000 },
+                Admission::AlreadyIssued { seq: 9 },
+                Admission::SoldOut,
+            ]
         );
-        assert_eq!(parse_admission(reply(&["ALREADY_ISSUED", "9"]))?, Admission::AlreadyIssued { seq: 9 });
-        assert_eq!(parse_admission(reply(&["SOLD_OUT"]))?, Admission::SoldOut);
-        assert_eq!(parse_admission(reply(&["NOT_STARTED", "42"]))?, Admission::NotStarted { starts_at_ms: 42 });
-        assert_eq!(parse_admission(reply(&["ENDED"]))?, Admission::Ended);
-        assert_eq!(parse_admission(reply(&["UNKNOWN"]))?, Admission::UnknownRound);
-        assert_eq!(parse_admission(reply(&["REGRESSED", "3"]))?, Admission::Regressed { seq_in_redis: 3 });
+        let every = |parts: &[&str]| parse_admissions(reply(parts), 2);
+        assert_eq!(every(&["NOT_STARTED", "42"])?, vec![Admission::NotStarted { starts_at_ms: 42 }; 2]);
+        assert_eq!(every(&["ENDED"])?, vec![Admission::Ended; 2]);
+        assert_eq!(every(&["UNKNOWN"])?, vec![Admission::UnknownRound; 2]);
+        assert_eq!(every(&["REGRESSED", "3"])?, vec![Admission::Regressed { seq_in_redis: 3 }; 2]);
         Ok(())
     }
 
@@ -298,8 +379,12 @@ mod tests {
 
     #[test]
     fn rejects_replies_it_does_not_understand() {
-        assert!(parse_admission(reply(&["ISSUED", "x"])).is_err());
-        assert!(parse_admission(reply(&["MAYBE"])).is_err());
-        assert!(parse_admission(Vec::new()).is_err());
+        assert!(parse_admissions(reply(&["DECIDED", "1", "ISSUED", "x", "1", "1"]), 1).is_err());
+        assert!(parse_admissions(reply(&["DECIDED", "1", "MAYBE", "1", "1", "1"]), 1).is_err());
+        // One outcome too few or too many for the users asked about.
+        assert!(parse_admissions(reply(&["DECIDED", "1", "SOLD_OUT", "0", "0", "0"]), 2).is_err());
+        assert!(parse_admissions(reply(&["DECIDED", "1"]), 1).is_err());
+        assert!(parse_admissions(reply(&["MAYBE"]), 1).is_err());
+        assert!(parse_admissions(Vec::new(), 1).is_err());
     }
 }

@@ -10,7 +10,7 @@ use crate::error::IssueError;
 use crate::events::LiveRound;
 use crate::state::AppState;
 
-/// Admits in Redis, then publishes. If Kafka definitely refuses the coupon, the
+/// Admits in Redis (in the round's next batch: [`super::AdmissionBatches`]), then publishes. If Kafka definitely refuses the coupon, the
 /// admission is rolled back (unless the consumer already confirmed it) and the caller
 /// gets 503 with nothing admitted.
 pub async fn admit(
@@ -19,10 +19,8 @@ pub async fn admit(
     user: &str,
     attribution: &Attribution,
 ) -> Result<Admission, IssueError> {
-    let mut redis = state.redis.clone();
     let floor = live.seq_floor();
-    let admission =
-        admission::admit_above(&mut redis, &live.keys, &live.label, user, floor).await.map_err(IssueError::Admit)?;
+    let admission = live.admissions.admit(live, &state.redis, user).await.map_err(IssueError::Admit)?;
     let Admission::Issued { seq, slot, at_ms, .. } = admission else {
         return match admission {
             // This issuer loaded the round from those keys: they vanished since.
@@ -40,7 +38,7 @@ pub async fn admit(
         return Ok(admission);
     };
     tracing::warn!(%error, round = %live.label, user, seq, "Kafka refused the coupon; rolling the admission back");
-    match admission::roll_back(&mut redis, &live.keys, user, slot, seq).await {
+    match admission::roll_back(&mut state.redis.clone(), &live.keys, user, slot, seq).await {
         Ok(RollBack::RolledBack | RollBack::Absent) => Err(IssueError::Publish(error)),
         Ok(RollBack::AlreadyConfirmed) => Ok(admission),
         Err(rollback_error) => {

@@ -6,6 +6,7 @@
 //! [`mysql`] (a MySQL transaction decides: `db-lock`), [`redis_lock`] and [`counters`]
 //! (Redis gates in front of that transaction), [`queue`] (a scheduler decides).
 
+mod admission_batches;
 mod counters;
 mod kafka_async;
 mod mysql;
@@ -18,6 +19,7 @@ use couponrush_core::event::Strategy;
 use couponrush_core::message::Attribution;
 use couponrush_core::round_store::admission::Admission;
 
+pub use admission_batches::AdmissionBatches;
 pub use kafka_async::settle_unknown;
 pub use outcome::Outcome;
 pub use queue::{standing, supervise};
