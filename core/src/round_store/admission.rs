@@ -13,12 +13,31 @@
 //!
 //! Whichever of `roll_back` and `confirm` runs first for a seq wins; Redis runs scripts
 //! one at a time, so there is no third outcome.
+//!
+//! A round split into stock buckets ([`super::buckets`]) adds the spill path, for a user
+//! whose home bucket is empty (the issuer's `kafka_async` strategy runs it):
+//! [`admit_home`] records a spill reservation (user → time and the request's token) in
+//! the home bucket instead of answering SOLD_OUT; [`take_from_donor`] takes a coupon in
+//! another bucket, idempotently per user (the bucket's `spilled` hash); [`confirm_spill`]
+//! makes it the user's coupon in the home bucket's winners, only if the reservation is
+//! still this request's; [`release_spill`], [`unconfirm_spill`] and [`give_back`] undo the
+//! steps. The home bucket's winners stay the one-per-user authority; [`confirm`] accepts a
+//! seq recorded in its bucket's winners or `spilled` hash, so the roll-back-or-confirm
+//! rule holds per bucket.
 
 use redis::Script;
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use crate::redis_conn::RedisConn;
+use crate::round_store::buckets::SEQ_OF_LUA;
 use crate::round_store::keys::{RoundKeys, SOLD_OUT_CHANNEL, winner_field};
+
+/// How long a spill reservation blocks its user's other requests (they get PENDING): a
+/// request that held it longer (an issuer that died mid-way, a Redis that stalled) is
+/// taken over by the user's next request. The request that lost it finds out at its
+/// confirm and undoes its own take, so this only bounds how long a crash blocks a user.
+pub const SPILL_RESERVATION_TTL: Duration = Duration::from_secs(10);
 
 /// Outcome of one admission attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,18 +86,19 @@ pub enum ScriptError {
 }
 
 static ADMIT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
         r#"
-local meta, winners = KEYS[1], KEYS[2]
+{SEQ_OF_LUA}
+local meta, winners, reservations = KEYS[1], KEYS[2], KEYS[3]
 local user = ARGV[1]
-local m = redis.call('HMGET', meta, 'start_ms', 'end_ms', 'remaining', 'per_user', 'seq')
-if not m[1] then return {'UNKNOWN'} end
-if tonumber(m[5]) < tonumber(ARGV[4]) then return {'REGRESSED', m[5]} end
+local m = redis.call('HMGET', meta, 'start_ms', 'end_ms', 'remaining', 'per_user', 'seq', 'buckets', 'bucket')
+if not m[1] then return {{'UNKNOWN'}} end
+if tonumber(m[5]) < tonumber(ARGV[4]) then return {{'REGRESSED', m[5]}} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if now < tonumber(m[1]) then return {'NOT_STARTED', m[1]} end
+if now < tonumber(m[1]) then return {{'NOT_STARTED', m[1]}} end
 local ends = tonumber(m[2])
-if ends > 0 and now >= ends then return {'ENDED'} end
+if ends > 0 and now >= ends then return {{'ENDED'}} end
 local free, last = nil, nil
 for k = 1, tonumber(m[4]) do
   local field = user
@@ -86,18 +106,51 @@ for k = 1, tonumber(m[4]) do
   local s = redis.call('HGET', winners, field)
   if s then last = s elseif not free then free = k end
 end
-if not free then return {'ALREADY_ISSUED', last} end
-if tonumber(m[3]) <= 0 then return {'SOLD_OUT'} end
+if not free then return {{'ALREADY_ISSUED', last}} end
+local buckets, bucket = 1, 0
+if m[6] then buckets, bucket = tonumber(m[6]), tonumber(m[7]) end
+if buckets > 1 then
+  -- This is the user's home bucket: a request of the user taking a coupon elsewhere
+  -- must finish (or expire) before another may decide.
+  local held = redis.call('HGET', reservations, user)
+  local took_over = 0
+  if held then
+    local since = tonumber(string.match(held, '^(%d+):'))
+    local ttl = tonumber(ARGV[6])
+    if since and now - since < ttl then return {{'PENDING', tostring(since + ttl - now)}} end
+    took_over = 1
+  end
+  if tonumber(m[3]) <= 0 then
+    redis.call('HSET', reservations, user, tostring(now) .. ':' .. ARGV[5])
+    return {{'SPILL', tostring(took_over), tostring(now)}}
+  end
+  if held then redis.call('HDEL', reservations, user) end
+end
+if tonumber(m[3]) <= 0 then return {{'SOLD_OUT'}} end
 local remaining = redis.call('HINCRBY', meta, 'remaining', -1)
-local seq = redis.call('HINCRBY', meta, 'seq', 1)
+local seq = seq_of(bucket, buckets, redis.call('HINCRBY', meta, 'seq', 1))
 local field = user
 if free > 1 then field = user .. '\31' .. free end
 redis.call('HSET', winners, field, seq)
 if remaining == 0 then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
-return {'ISSUED', tostring(seq), tostring(free), tostring(remaining), tostring(now)}
-"#,
-    )
+return {{'ISSUED', tostring(seq), tostring(free), tostring(remaining), tostring(now)}}
+"#
+    ))
 });
+
+/// What the home bucket decided ([`admit_home`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HomeAdmission {
+    /// A final answer, as for a round of one bucket.
+    Decided(Admission),
+    /// The home bucket is empty; the user's spill reservation now carries this request's
+    /// token. `took_over`: it replaced an expired reservation, whose request may have
+    /// taken a coupon in a bucket since sold out (try every bucket, not only those with
+    /// stock, so that [`take_from_donor`] finds it).
+    Spill { took_over: bool, at_ms: i64 },
+    /// Another request of the user holds a live reservation.
+    Pending { retry_after_ms: i64 },
+}
 
 /// Admits `user` to the round if the gate is open, stock is left and the user holds
 /// fewer than `per_user` coupons. One round trip, atomic.
@@ -113,6 +166,7 @@ pub async fn admit(
 /// [`admit`] by a caller that has seen the round's seq counter at `seq_floor`: if Redis'
 /// counter is below it, Redis lost writes and the script admits nothing
 /// ([`Admission::Regressed`]). The counter never goes down otherwise (roll-backs keep it).
+/// For a round of one bucket; a bucketed round's spill answers are an error here.
 pub async fn admit_above(
     conn: &mut RedisConn,
     keys: &RoundKeys,
@@ -120,16 +174,51 @@ pub async fn admit_above(
     user: &str,
     seq_floor: u32,
 ) -> Result<Admission, ScriptError> {
+    match admit_home(conn, keys, round_label, user, seq_floor, "").await? {
+        HomeAdmission::Decided(admission) => Ok(admission),
+        other => Err(ScriptError::UnexpectedReply(vec![format!("{other:?}")])),
+    }
+}
+
+/// [`admit_above`] in the user's home bucket `keys` (`round_label`: that bucket's label,
+/// the sold-out payload), for any number of buckets: a bucketed round whose home bucket
+/// is empty answers [`HomeAdmission::Spill`] with a reservation carrying `token`.
+pub async fn admit_home(
+    conn: &mut RedisConn,
+    keys: &RoundKeys,
+    round_label: &str,
+    user: &str,
+    seq_floor: u32,
+    token: &str,
+) -> Result<HomeAdmission, ScriptError> {
     let reply: Vec<String> = ADMIT
         .key(&keys.meta)
         .key(&keys.winners)
+        .key(&keys.spill_reservations)
         .arg(user)
         .arg(SOLD_OUT_CHANNEL)
         .arg(round_label)
         .arg(seq_floor)
+        .arg(token)
+        .arg(SPILL_RESERVATION_TTL.as_millis() as u64)
         .invoke_async(conn)
         .await?;
-    parse_admission(reply)
+    parse_home_admission(reply)
+}
+
+fn parse_home_admission(reply: Vec<String>) -> Result<HomeAdmission, ScriptError> {
+    let number = |i: usize| reply.get(i).and_then(|v| v.parse::<i64>().ok());
+    match reply.first().map(String::as_str) {
+        Some("SPILL") => match (number(1), number(2)) {
+            (Some(took_over), Some(at_ms)) => Ok(HomeAdmission::Spill { took_over: took_over == 1, at_ms }),
+            _ => Err(ScriptError::UnexpectedReply(reply)),
+        },
+        Some("PENDING") => match number(1) {
+            Some(retry_after_ms) => Ok(HomeAdmission::Pending { retry_after_ms }),
+            None => Err(ScriptError::UnexpectedReply(reply)),
+        },
+        _ => parse_admission(reply).map(HomeAdmission::Decided),
+    }
 }
 
 fn parse_admission(reply: Vec<String>) -> Result<Admission, ScriptError> {
@@ -216,10 +305,233 @@ pub async fn roll_back(
     }
 }
 
+/// What a bucket other than the user's home answered ([`take_from_donor`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DonorTake {
+    /// The bucket's coupon for the user: a new one, or the one an earlier request of the
+    /// user took there (now carrying this request's token).
+    Taken {
+        seq: u32,
+        remaining: u32,
+        at_ms: i64,
+    },
+    SoldOut,
+    UnknownRound,
+    /// The bucket's seq counter is below the caller's floor for it: Redis lost writes.
+    Regressed {
+        seq_in_redis: u32,
+    },
+}
+
+static TAKE_FROM_DONOR: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"
+{SEQ_OF_LUA}
+local meta, spilled = KEYS[1], KEYS[2]
+local user, token = ARGV[1], ARGV[2]
+local m = redis.call('HMGET', meta, 'remaining', 'seq', 'buckets', 'bucket')
+if not m[1] then return {{'UNKNOWN'}} end
+if tonumber(m[2]) < tonumber(ARGV[5]) then return {{'REGRESSED', m[2]}} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local given = redis.call('HGET', spilled, user)
+if given then
+  local seq = string.match(given, '^(%d+):')
+  redis.call('HSET', spilled, user, seq .. ':' .. token)
+  return {{'TAKEN', seq, m[1], tostring(now)}}
+end
+if tonumber(m[1]) <= 0 then return {{'SOLD_OUT'}} end
+local remaining = redis.call('HINCRBY', meta, 'remaining', -1)
+local seq = seq_of(tonumber(m[4]), tonumber(m[3]), redis.call('HINCRBY', meta, 'seq', 1))
+redis.call('HSET', spilled, user, tostring(seq) .. ':' .. token)
+if remaining == 0 then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+return {{'TAKEN', tostring(seq), tostring(remaining), tostring(now)}}
+"#
+    ))
+});
+
+/// Takes a coupon for `user` in the bucket `keys` (not the user's home bucket), with the
+/// request's `token`; `bucket_label` is the bucket's sold-out payload and `seq_floor` the
+/// caller's floor for this bucket's counter. Idempotent per user: a bucket that already
+/// gave the user a coupon gives the same one again (re-stamped with `token`, so that the
+/// request that took it first can no longer give it back).
+pub async fn take_from_donor(
+    conn: &mut RedisConn,
+    keys: &RoundKeys,
+    bucket_label: &str,
+    user: &str,
+    token: &str,
+    seq_floor: u32,
+) -> Result<DonorTake, ScriptError> {
+    let reply: Vec<String> = TAKE_FROM_DONOR
+        .key(&keys.meta)
+        .key(&keys.spilled)
+        .arg(user)
+        .arg(token)
+        .arg(SOLD_OUT_CHANNEL)
+        .arg(bucket_label)
+        .arg(seq_floor)
+        .invoke_async(conn)
+        .await?;
+    let number = |i: usize| reply.get(i).and_then(|v| v.parse::<i64>().ok());
+    let outcome = match reply.first().map(String::as_str) {
+        Some("TAKEN") => match (number(1), number(2), number(3)) {
+            (Some(seq), Some(remaining), Some(at_ms)) => {
+                Some(DonorTake::Taken { seq: to_u32(seq), remaining: to_u32(remaining), at_ms })
+            }
+            _ => None,
+        },
+        Some("SOLD_OUT") => Some(DonorTake::SoldOut),
+        Some("UNKNOWN") => Some(DonorTake::UnknownRound),
+        Some("REGRESSED") => number(1).map(|seq| DonorTake::Regressed { seq_in_redis: to_u32(seq) }),
+        _ => None,
+    };
+    outcome.ok_or(ScriptError::UnexpectedReply(reply))
+}
+
+static CONFIRM_SPILL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local winners, reservations = KEYS[1], KEYS[2]
+local user, token, seq = ARGV[1], ARGV[2], ARGV[3]
+local held = redis.call('HGET', reservations, user)
+if not held or string.match(held, '^%d+:(.*)$') ~= token then return 0 end
+redis.call('HSET', winners, user, seq)
+redis.call('HDEL', reservations, user)
+return 1
+"#,
+    )
+});
+
+/// In the user's home bucket `home`: makes `seq` (taken in another bucket) the user's
+/// coupon, only if the user's spill reservation still carries `token`. `false`: another
+/// request took the reservation over (or it is gone); this request must give its take
+/// back ([`give_back`]) and publish nothing.
+pub async fn confirm_spill(
+    conn: &mut RedisConn,
+    home: &RoundKeys,
+    user: &str,
+    token: &str,
+    seq: u32,
+) -> Result<bool, ScriptError> {
+    let confirmed: i64 = CONFIRM_SPILL
+        .key(&home.winners)
+        .key(&home.spill_reservations)
+        .arg(user)
+        .arg(token)
+        .arg(seq)
+        .invoke_async(conn)
+        .await?;
+    Ok(confirmed == 1)
+}
+
+static RELEASE_SPILL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local held = redis.call('HGET', KEYS[1], ARGV[1])
+if not held or string.match(held, '^%d+:(.*)$') ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return 1
+"#,
+    )
+});
+
+/// In the user's home bucket: drops the user's spill reservation if it still carries
+/// `token` (every other bucket was sold out, or the take was given back). Returns
+/// whether it did.
+pub async fn release_spill(
+    conn: &mut RedisConn,
+    home: &RoundKeys,
+    user: &str,
+    token: &str,
+) -> Result<bool, ScriptError> {
+    let released: i64 = RELEASE_SPILL.key(&home.spill_reservations).arg(user).arg(token).invoke_async(conn).await?;
+    Ok(released == 1)
+}
+
+static UNCONFIRM_SPILL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local winners, reservations = KEYS[1], KEYS[2]
+local user, seq, token = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('HGET', winners, user) ~= seq then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HDEL', winners, user)
+redis.call('HSET', reservations, user, tostring(now) .. ':' .. token)
+return 1
+"#,
+    )
+});
+
+/// The first step of rolling back a spilled coupon that Kafka refused, in the user's
+/// home bucket: if the user's winner is `seq`, it becomes a spill reservation with
+/// `token` again (the user's other requests wait while the coupon is given back in its
+/// bucket; then [`release_spill`], or [`confirm_spill`] again if the consumer had
+/// already confirmed it). Returns whether the winner was `seq`.
+pub async fn unconfirm_spill(
+    conn: &mut RedisConn,
+    home: &RoundKeys,
+    user: &str,
+    seq: u32,
+    token: &str,
+) -> Result<bool, ScriptError> {
+    let done: i64 = UNCONFIRM_SPILL
+        .key(&home.winners)
+        .key(&home.spill_reservations)
+        .arg(user)
+        .arg(seq)
+        .arg(token)
+        .invoke_async(conn)
+        .await?;
+    Ok(done == 1)
+}
+
+static GIVE_BACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local meta, spilled, confirmed = KEYS[1], KEYS[2], KEYS[3]
+local user, seq, token = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('HEXISTS', confirmed, seq) == 1 then return 'CONFIRMED' end
+if redis.call('HGET', spilled, user) ~= seq .. ':' .. token then return 'ABSENT' end
+redis.call('HDEL', spilled, user)
+redis.call('HINCRBY', meta, 'remaining', 1)
+return 'ROLLED_BACK'
+"#,
+    )
+});
+
+/// Gives a coupon taken with [`take_from_donor`] back to its bucket `donor`: unless the
+/// consumer already confirmed `seq`, and only while the take carries `token` (a request
+/// of the user that took it over since owns it now: [`RollBack::Absent`]).
+pub async fn give_back(
+    conn: &mut RedisConn,
+    donor: &RoundKeys,
+    user: &str,
+    seq: u32,
+    token: &str,
+) -> Result<RollBack, ScriptError> {
+    let reply: String = GIVE_BACK
+        .key(&donor.meta)
+        .key(&donor.spilled)
+        .key(&donor.confirmed)
+        .arg(user)
+        .arg(seq)
+        .arg(token)
+        .invoke_async(conn)
+        .await?;
+    match reply.as_str() {
+        "ROLLED_BACK" => Ok(RollBack::RolledBack),
+        "CONFIRMED" => Ok(RollBack::AlreadyConfirmed),
+        "ABSENT" => Ok(RollBack::Absent),
+        _ => Err(ScriptError::UnexpectedReply(vec![reply])),
+    }
+}
+
 static CONFIRM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local meta, winners, confirmed = KEYS[1], KEYS[2], KEYS[3]
+local meta, winners, confirmed, spilled = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local out = {}
 -- A round whose keys are gone (cleaned up after it completed, or a Redis that lost its
 -- data) cannot arbitrate: keep every message and let MySQL's unique keys decide.
@@ -232,6 +544,14 @@ for i = 1, #ARGV, 2 do
   elseif redis.call('HGET', winners, field) == seq then
     redis.call('HSET', confirmed, seq, field)
     ok = 1
+  else
+    -- A coupon this bucket gave to a user of another home bucket (one per user: the
+    -- field is the user).
+    local given = redis.call('HGET', spilled, field)
+    if given and string.match(given, '^(%d+):') == seq then
+      redis.call('HSET', confirmed, seq, field)
+      ok = 1
+    end
   end
   table.insert(out, ok)
 end
@@ -240,8 +560,9 @@ return out
     )
 });
 
-/// Confirms admissions of one round before their rows are inserted. Returns, for each
-/// `(user, slot, seq)`, whether it stands (`true`) or was rolled back (`false`: skip
+/// Confirms admissions of one bucket of a round (the bucket that handed their seqs
+/// out: [`super::buckets::bucket_of_seq`]) before their rows are inserted. Returns, for
+/// each `(user, slot, seq)`, whether it stands (`true`) or was rolled back (`false`: skip
 /// the row).
 pub async fn confirm(
     conn: &mut RedisConn,
@@ -252,7 +573,7 @@ pub async fn confirm(
         return Ok(Vec::new());
     }
     let mut invocation = CONFIRM.key(&keys.meta);
-    invocation.key(&keys.winners).key(&keys.confirmed);
+    invocation.key(&keys.winners).key(&keys.confirmed).key(&keys.spilled);
     for (user, slot, seq) in admissions {
         invocation.arg(winner_field(user, *slot)).arg(*seq);
     }
@@ -294,6 +615,21 @@ mod tests {
         let loading =
             redis::RedisError::from((redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading), "LOADING"));
         assert!(!may_have_run(&loading));
+    }
+
+    #[test]
+    fn parses_the_spill_answers() -> anyhow::Result<()> {
+        assert_eq!(
+            parse_home_admission(reply(&["SPILL", "1", "1700000000000"]))?,
+            HomeAdmission::Spill { took_over: true, at_ms: 1_700_000_000_000 }
+        );
+        assert_eq!(
+            parse_home_admission(reply(&["PENDING", "2500"]))?,
+            HomeAdmission::Pending { retry_after_ms: 2_500 }
+        );
+        assert_eq!(parse_home_admission(reply(&["SOLD_OUT"]))?, HomeAdmission::Decided(Admission::SoldOut));
+        assert!(parse_home_admission(reply(&["SPILL"])).is_err());
+        Ok(())
     }
 
     #[test]
