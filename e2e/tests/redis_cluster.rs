@@ -1,12 +1,20 @@
 //! The kafka-async spike against a three-node Redis Cluster (local/backends.sh up
-//! redis-cluster): every key of a round shares one hash tag, so the Lua admission runs
-//! on one shard, and the guarantees hold as on a single node.
+//! redis-cluster): every key of a round (of a stock bucket, for a bucketed round) shares
+//! one hash tag, so each Lua admission runs on one shard, and the guarantees hold as on a
+//! single node: with one bucket, and with the stock split over three buckets whose users
+//! spill into each other's stock.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use couponrush_core::event::Strategy;
+use anyhow::ensure;
+use couponrush_core::event::{RoundId, RoundSpec, Strategy};
+use couponrush_core::round_store::buckets::{bucket_of_seq, home_bucket, seq_of, split_stock};
+use couponrush_core::round_store::keys::RoundKeys;
+use couponrush_core::round_store::meta::bucket_metas;
 use couponrush_e2e::Scope;
-use couponrush_e2e::load::{Spike, check_sold_out, rows};
+use couponrush_e2e::load::{Spike, check_sold_out, rows, user_name};
+use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_async_spike_on_a_redis_cluster() -> anyhow::Result<()> {
@@ -26,6 +34,167 @@ async fn kafka_async_spike_on_a_redis_cluster() -> anyhow::Result<()> {
     assert_eq!(tally.server_errors(), 0, "{:?}", tally.by_code);
     scope.wait_for_rows(&round, 1_000, Duration::from_secs(30)).await?;
     check_sold_out(1_000, &tally.issued, &tally.already, &rows(&scope.pool().await?, &round).await?)?;
+    consumer.stop().await?;
+    issuer.stop().await
+}
+
+const BUCKETS: u32 = 3;
+
+/// A kafka-async round of `stock` over three stock buckets, open now.
+fn bucketed(stock: u32) -> RoundSpec {
+    RoundSpec {
+        stock,
+        per_user: 1,
+        start_ms: couponrush_core::wall_clock_ms() + 500,
+        end_ms: None,
+        strategy: Strategy::KafkaAsync,
+        buckets: BUCKETS,
+    }
+}
+
+/// `count` user names whose home bucket is `bucket`, skipping the names in `taken`.
+fn users_of_bucket(bucket: u32, count: usize, taken: &HashSet<String>) -> Vec<String> {
+    (0..)
+        .map(user_name)
+        .filter(|user| home_bucket(user, BUCKETS) == bucket && !taken.contains(user))
+        .take(count)
+        .collect()
+}
+
+/// The spike over three buckets with most of the crowd in bucket 0 (8,000 of 10,000
+/// users for its 334 coupons), so that bucket 0 runs out first and its users go on
+/// taking coupons from buckets 1 and 2: exactly the stock, one per user, seqs 1..=stock
+/// each once (the three buckets' interleaved seqs cover them), every bucket empty, and
+/// many coupons given by a bucket other than their user's home.
+async fn spike_over_three_buckets(scope: &Scope, round: &RoundId) -> anyhow::Result<()> {
+    let stock = 1_000;
+    scope.prewarm_spec(round, &bucketed(stock)).await?;
+    let mut users = users_of_bucket(0, 8_000, &HashSet::new());
+    users.extend(users_of_bucket(1, 1_000, &HashSet::new()));
+    users.extend(users_of_bucket(2, 1_000, &HashSet::new()));
+    let issuer = scope.start_issuer().await?;
+    let consumer = scope.start_consumer().await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let spike = Spike { users: users.len(), requests_per_user: 4, concurrency: 128 };
+    let tally = spike.run_named(&[issuer.issue_url(round)], &users, None).await?;
+    println!(
+        "kafka-async over 3 stock buckets: {} requests in {:?}: {:?}",
+        users.len() * 4,
+        tally.elapsed,
+        tally.by_status
+    );
+    // A user's second press while the first takes a coupon from another bucket waits:
+    // 503 OUTCOME_UNKNOWN (the first one answers). Nothing else may fail.
+    let failed: u64 = tally
+        .by_status
+        .iter()
+        .filter(|(status, _)| !is_final(status) && status.as_str() != "OUTCOME_UNKNOWN")
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(failed, 0, "{:?} {:?}", tally.by_status, tally.by_code);
+    assert_eq!(tally.transport_errors, 0, "{:?}", tally.first_transport_error);
+    scope.wait_for_rows(round, u64::from(stock), Duration::from_secs(60)).await?;
+    let stored = rows(&scope.pool().await?, round).await?;
+    check_sold_out(stock, &tally.issued, &tally.already, &stored)?;
+
+    let metas = bucket_metas(&mut scope.redis().await?, round, BUCKETS).await?;
+    for (bucket, meta) in metas.iter().enumerate() {
+        let meta = meta.as_ref().ok_or_else(|| anyhow::anyhow!("bucket {bucket}'s keys are gone"))?;
+        assert_eq!(meta.remaining, 0, "bucket {bucket} is empty");
+        assert_eq!(meta.stock, split_stock(stock, BUCKETS)[bucket]);
+    }
+    // Spilled coupons: seqs of one bucket held by users of another.
+    let spilled =
+        stored.iter().filter(|(user, seq)| bucket_of_seq(*seq, BUCKETS) != home_bucket(user, BUCKETS)).count();
+    println!("{spilled} of {stock} coupons came from a bucket other than their user's home");
+    assert!(spilled > 300, "bucket 0's crowd took most of buckets 1 and 2: {spilled}");
+    consumer.stop().await?;
+    issuer.stop().await
+}
+
+fn is_final(status: &str) -> bool {
+    matches!(status, "ISSUED" | "ALREADY_ISSUED" | "SOLD_OUT")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_async_spike_over_three_stock_buckets_on_a_redis_cluster() -> anyhow::Result<()> {
+    let scope = Scope::new_on_redis_cluster("buckets").await?;
+    let round = scope.round("spike")?;
+    // Each bucket under its own hash tag: its own slot, so the cluster may put the three
+    // on three shards.
+    let mut redis = scope.redis().await?;
+    let mut slots = HashSet::new();
+    for bucket in 0..BUCKETS {
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(RoundKeys::bucket(&round, bucket).meta)
+            .query_async(&mut redis)
+            .await?;
+        slots.insert(slot);
+    }
+    assert_eq!(slots.len(), BUCKETS as usize, "{slots:?}");
+    spike_over_three_buckets(&scope, &round).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_async_spike_over_three_stock_buckets_on_one_redis() -> anyhow::Result<()> {
+    let scope = Scope::new("buckets-single").await?;
+    let round = scope.round("spike")?;
+    spike_over_three_buckets(&scope, &round).await
+}
+
+/// Two coupons per bucket, every user at home in bucket 0, one press at a time: bucket 0
+/// gives its two, then its users are served by buckets 1 and 2 in turn (the round is
+/// not sold out while they have stock, for this issuer or on GET), each user once, and
+/// only the seventh user hears SOLD_OUT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_whose_bucket_is_empty_gets_a_coupon_from_the_next() -> anyhow::Result<()> {
+    let scope = Scope::new_on_redis_cluster("spill").await?;
+    let round = scope.round("spill")?;
+    scope.prewarm_spec(&round, &bucketed(6)).await?;
+    let users = users_of_bucket(0, 7, &HashSet::new());
+    let issuer = scope.start_issuer().await?;
+    let consumer = scope.start_consumer().await?;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let client = reqwest::Client::new();
+    let url = issuer.issue_url(&round);
+    let event_url = url.trim_end_matches("/issue").to_owned();
+    let press = |user: &str| {
+        let request = client.post(&url).bearer_auth(couponrush_e2e::token(user));
+        async move {
+            let response = request.send().await?;
+            let code = response.status().as_u16();
+            anyhow::Ok((code, response.json::<Value>().await?))
+        }
+    };
+    // Bucket 0 gives 1 and 4; bucket 1 gives 2 and 5; bucket 2 gives 3 and 6.
+    let expected =
+        [seq_of(0, 3, 1), seq_of(0, 3, 2), seq_of(1, 3, 1), seq_of(1, 3, 2), seq_of(2, 3, 1), seq_of(2, 3, 2)];
+    assert_eq!(expected, [1, 4, 2, 5, 3, 6]);
+    let mut held = HashMap::new();
+    for (user, seq) in users.iter().zip(expected) {
+        let (code, body) = press(user).await?;
+        ensure!(code == 201 && body["seq"] == seq, "{user}: {code} {body}");
+        held.insert(user.clone(), seq);
+        if seq == 6 {
+            break;
+        }
+        let state: Value = client.get(&event_url).send().await?.json().await?;
+        ensure!(state["state"] == "LIVE", "with stock left in a bucket the round is live: {state}");
+        // Pressing again returns the same coupon, from the home bucket's record.
+        let (code, again) = press(user).await?;
+        ensure!(code == 200 && again["status"] == "ALREADY_ISSUED" && again["seq"] == seq, "{user}: {code} {again}");
+    }
+    let (code, body) = press(&users[6]).await?;
+    ensure!(code == 410 && body["status"] == "SOLD_OUT", "the seventh user: {code} {body}");
+    let state: Value = client.get(&event_url).send().await?.json().await?;
+    ensure!(state["state"] == "SOLD_OUT" && state["remaining"] == 0 && state["stock"] == 6, "{state}");
+    scope.wait_for_rows(&round, 6, Duration::from_secs(30)).await?;
+    let stored: HashMap<String, u32> = rows(&scope.pool().await?, &round).await?.into_iter().collect();
+    assert_eq!(stored, held);
+    // GET …/issue: a spilled coupon is its user's, and persisted.
+    let mine: Value = client.get(&url).bearer_auth(couponrush_e2e::token(&users[5])).send().await?.json().await?;
+    ensure!(mine["seq"] == 6 && mine["persisted"] == true, "{mine}");
     consumer.stop().await?;
     issuer.stop().await
 }
