@@ -198,3 +198,105 @@ async fn a_user_whose_bucket_is_empty_gets_a_coupon_from_the_next() -> anyhow::R
     consumer.stop().await?;
     issuer.stop().await
 }
+
+/// The spill steps one by one, as a request that died half-way leaves them: its
+/// reservation makes the user's next press wait (503 OUTCOME_UNKNOWN); once it expired,
+/// the next press takes it over and finds the coupon the dead request took (not a second
+/// one); the dead request, resuming, can neither confirm nor give that coupon back. Then
+/// the roll-back rule in the donor bucket: a coupon given back is refused by the
+/// consumer's confirm, and one confirmed first cannot be given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spill_left_by_a_dead_request_is_found_by_the_users_next_press() -> anyhow::Result<()> {
+    use couponrush_core::round_store::admission::{self, DonorTake, HomeAdmission, RollBack};
+    use couponrush_core::round_store::keys::bucket_label;
+
+    let scope = Scope::new_on_redis_cluster("takeover").await?;
+    let round = scope.round("takeover")?;
+    let mut spec = bucketed(6);
+    spec.start_ms = couponrush_core::wall_clock_ms();
+    scope.prewarm_spec(&round, &spec).await?;
+    let users = users_of_bucket(0, 4, &HashSet::new());
+    let (home, donor) = (RoundKeys::bucket(&round, 0), RoundKeys::bucket(&round, 1));
+    let mut redis = scope.redis().await?;
+    // Bucket 0's two coupons go to two other users of bucket 0.
+    for user in &users[..2] {
+        let admitted = admission::admit_home(&mut redis, &home, &round.to_string(), user, 0, "t").await?;
+        ensure!(
+            matches!(
+                admitted,
+                HomeAdmission::Decided(couponrush_core::round_store::admission::Admission::Issued { .. })
+            ),
+            "{admitted:?}"
+        );
+    }
+    // The dead request: reserved, took seq 2 in bucket 1, never confirmed.
+    let user = &users[2];
+    let reserved = admission::admit_home(&mut redis, &home, &round.to_string(), user, 0, "dead").await?;
+    ensure!(matches!(reserved, HomeAdmission::Spill { took_over: false, .. }), "{reserved:?}");
+    let taken = admission::take_from_donor(&mut redis, &donor, &bucket_label(&round, 1), user, "dead", 0).await?;
+    ensure!(matches!(taken, DonorTake::Taken { seq: 2, remaining: 1, .. }), "{taken:?}");
+
+    let issuer = scope.start_issuer().await?;
+    let consumer = scope.start_consumer().await?;
+    let client = reqwest::Client::new();
+    let url = issuer.issue_url(&round);
+    let press = || {
+        let request = client.post(&url).bearer_auth(couponrush_e2e::token(user));
+        async move {
+            let response = request.send().await?;
+            let code = response.status().as_u16();
+            anyhow::Ok((code, response.json::<Value>().await?))
+        }
+    };
+    let (code, body) = press().await?;
+    ensure!(
+        code == 503 && body["status"] == "OUTCOME_UNKNOWN",
+        "a live reservation makes the user wait: {code} {body}"
+    );
+    // The reservation expires (aged by hand rather than waited for).
+    let aged = couponrush_core::wall_clock_ms() - 11_000;
+    let _: () = redis::cmd("HSET")
+        .arg(&home.spill_reservations)
+        .arg(user)
+        .arg(format!("{aged}:dead"))
+        .query_async(&mut redis)
+        .await?;
+    let (code, body) = press().await?;
+    ensure!(code == 201 && body["seq"] == 2, "the coupon the dead request took: {code} {body}");
+    let donor_meta = couponrush_core::round_store::meta::round_meta(&mut redis, &donor)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("bucket 1"))?;
+    assert_eq!((donor_meta.remaining, donor_meta.seq), (1, 1), "bucket 1 gave one coupon, not two");
+    // The dead request resumes: its reservation is gone and its take belongs to the new one.
+    assert!(!admission::confirm_spill(&mut redis, &home, user, "dead", 2).await?);
+    assert_eq!(admission::give_back(&mut redis, &donor, user, 2, "dead").await?, RollBack::Absent);
+    // (The two coupons admitted by hand above were never published: one row.)
+    scope.wait_for_rows(&round, 1, Duration::from_secs(30)).await?;
+    let stored: HashMap<String, u32> = rows(&scope.pool().await?, &round).await?.into_iter().collect();
+    assert_eq!(stored, HashMap::from([(user.clone(), 2)]));
+
+    // In bucket 2 (two coupons left): given back first, the consumer's confirm refuses
+    // it; confirmed first, it cannot be given back.
+    let donor = RoundKeys::bucket(&round, 2);
+    let (late, early) = (&users[3], "someone-else");
+    for (who, token) in [(late.as_str(), "a"), (early, "b")] {
+        let taken = admission::take_from_donor(&mut redis, &donor, &bucket_label(&round, 2), who, token, 0).await?;
+        ensure!(matches!(taken, DonorTake::Taken { .. }), "{who}: {taken:?}");
+    }
+    let seq_of_user = |who: &str| {
+        let mut redis = redis.clone();
+        let spilled = donor.spilled.clone();
+        let who = who.to_owned();
+        async move {
+            let given: String = redis::cmd("HGET").arg(spilled).arg(who).query_async(&mut redis).await?;
+            anyhow::Ok(given.split(':').next().unwrap_or_default().parse::<u32>()?)
+        }
+    };
+    let (late_seq, early_seq) = (seq_of_user(late).await?, seq_of_user(early).await?);
+    assert_eq!(admission::give_back(&mut redis, &donor, late, late_seq, "a").await?, RollBack::RolledBack);
+    assert_eq!(admission::confirm(&mut redis, &donor, &[(late.as_str(), 1, late_seq)]).await?, [false]);
+    assert_eq!(admission::confirm(&mut redis, &donor, &[(early, 1, early_seq)]).await?, [true]);
+    assert_eq!(admission::give_back(&mut redis, &donor, early, early_seq, "b").await?, RollBack::AlreadyConfirmed);
+    consumer.stop().await?;
+    issuer.stop().await
+}
