@@ -232,8 +232,11 @@ async fn a_spill_left_by_a_dead_request_is_found_by_the_users_next_press() -> an
     // The dead request: reserved, took seq 2 in bucket 1, never confirmed.
     let user = &users[2];
     let reserved = admission::admit_home(&mut redis, &home, &round.to_string(), user, 0, "dead").await?;
-    ensure!(matches!(reserved, HomeAdmission::Spill { took_over: false, .. }), "{reserved:?}");
-    let taken = admission::take_from_donor(&mut redis, &donor, &bucket_label(&round, 1), user, "dead", 0).await?;
+    let HomeAdmission::Spill { took_over: false, at_ms } = reserved else {
+        anyhow::bail!("{reserved:?}");
+    };
+    let dead = admission::spill_stamp(at_ms, "dead");
+    let taken = admission::take_from_donor(&mut redis, &donor, &bucket_label(&round, 1), user, &dead, 0).await?;
     ensure!(matches!(taken, DonorTake::Taken { seq: 2, remaining: 1, .. }), "{taken:?}");
 
     let issuer = scope.start_issuer().await?;
@@ -267,9 +270,12 @@ async fn a_spill_left_by_a_dead_request_is_found_by_the_users_next_press() -> an
         .await?
         .ok_or_else(|| anyhow::anyhow!("bucket 1"))?;
     assert_eq!((donor_meta.remaining, donor_meta.seq), (1, 1), "bucket 1 gave one coupon, not two");
-    // The dead request resumes: its reservation is gone and its take belongs to the new one.
-    assert!(!admission::confirm_spill(&mut redis, &home, user, "dead", 2).await?);
-    assert_eq!(admission::give_back(&mut redis, &donor, user, 2, "dead").await?, RollBack::Absent);
+    // The dead request resumes: its reservation is gone and its take belongs to the new
+    // one; taking it again (as if it had stalled before its take) is refused too.
+    assert!(!admission::confirm_spill(&mut redis, &home, user, &dead, 2).await?);
+    assert_eq!(admission::give_back(&mut redis, &donor, user, 2, &dead).await?, RollBack::Absent);
+    let again = admission::take_from_donor(&mut redis, &donor, &bucket_label(&round, 1), user, &dead, 0).await?;
+    assert_eq!(again, DonorTake::Superseded);
     // (The two coupons admitted by hand above were never published: one row.)
     scope.wait_for_rows(&round, 1, Duration::from_secs(30)).await?;
     let stored: HashMap<String, u32> = rows(&scope.pool().await?, &round).await?.into_iter().collect();
@@ -279,8 +285,8 @@ async fn a_spill_left_by_a_dead_request_is_found_by_the_users_next_press() -> an
     // it; confirmed first, it cannot be given back.
     let donor = RoundKeys::bucket(&round, 2);
     let (late, early) = (&users[3], "someone-else");
-    for (who, token) in [(late.as_str(), "a"), (early, "b")] {
-        let taken = admission::take_from_donor(&mut redis, &donor, &bucket_label(&round, 2), who, token, 0).await?;
+    for (who, stamp) in [(late.as_str(), "1:a"), (early, "1:b")] {
+        let taken = admission::take_from_donor(&mut redis, &donor, &bucket_label(&round, 2), who, stamp, 0).await?;
         ensure!(matches!(taken, DonorTake::Taken { .. }), "{who}: {taken:?}");
     }
     let seq_of_user = |who: &str| {
@@ -293,10 +299,10 @@ async fn a_spill_left_by_a_dead_request_is_found_by_the_users_next_press() -> an
         }
     };
     let (late_seq, early_seq) = (seq_of_user(late).await?, seq_of_user(early).await?);
-    assert_eq!(admission::give_back(&mut redis, &donor, late, late_seq, "a").await?, RollBack::RolledBack);
+    assert_eq!(admission::give_back(&mut redis, &donor, late, late_seq, "1:a").await?, RollBack::RolledBack);
     assert_eq!(admission::confirm(&mut redis, &donor, &[(late.as_str(), 1, late_seq)]).await?, [false]);
     assert_eq!(admission::confirm(&mut redis, &donor, &[(early, 1, early_seq)]).await?, [true]);
-    assert_eq!(admission::give_back(&mut redis, &donor, early, early_seq, "b").await?, RollBack::AlreadyConfirmed);
+    assert_eq!(admission::give_back(&mut redis, &donor, early, early_seq, "1:b").await?, RollBack::AlreadyConfirmed);
     consumer.stop().await?;
     issuer.stop().await
 }

@@ -16,12 +16,14 @@
 //!
 //! A round split into stock buckets ([`super::buckets`]) adds the spill path, for a user
 //! whose home bucket is empty (the issuer's `kafka_async` strategy runs it):
-//! [`admit_home`] records a spill reservation (user → time and the request's token) in
-//! the home bucket instead of answering SOLD_OUT; [`take_from_donor`] takes a coupon in
-//! another bucket, idempotently per user (the bucket's `spilled` hash); [`confirm_spill`]
-//! makes it the user's coupon in the home bucket's winners, only if the reservation is
-//! still this request's; [`release_spill`], [`unconfirm_spill`] and [`give_back`] undo the
-//! steps. The home bucket's winners stay the one-per-user authority; [`confirm`] accepts a
+//! [`admit_home`] records a spill reservation in the home bucket instead of answering
+//! SOLD_OUT: user → the request's *stamp*, `ms:token` (Redis `TIME` of the reservation and
+//! a token of the request); [`take_from_donor`] takes a coupon in another bucket,
+//! idempotently per user (the bucket's `spilled` hash, user → `seq:stamp`), a later
+//! reservation's request taking over an earlier one's take but never the reverse;
+//! [`confirm_spill`] makes it the user's coupon in the home bucket's winners, only if the
+//! reservation is still this request's; [`release_spill`], [`unconfirm_spill`] and
+//! [`give_back`] undo the steps. The home bucket's winners stay the one-per-user authority; [`confirm`] accepts a
 //! seq recorded in its bucket's winners or `spilled` hash, so the roll-back-or-confirm
 //! rule holds per bucket.
 
@@ -143,10 +145,10 @@ return {{'ISSUED', tostring(seq), tostring(free), tostring(remaining), tostring(
 pub enum HomeAdmission {
     /// A final answer, as for a round of one bucket.
     Decided(Admission),
-    /// The home bucket is empty; the user's spill reservation now carries this request's
-    /// token. `took_over`: it replaced an expired reservation, whose request may have
-    /// taken a coupon in a bucket since sold out (try every bucket, not only those with
-    /// stock, so that [`take_from_donor`] finds it).
+    /// The home bucket is empty; the user's spill reservation is now this request's, with
+    /// the stamp `at_ms:token` ([`spill_stamp`]). `took_over`: it replaced an expired
+    /// reservation, whose request may have taken a coupon in a bucket since sold out (try
+    /// every bucket, not only those with stock, so that [`take_from_donor`] finds it).
     Spill { took_over: bool, at_ms: i64 },
     /// Another request of the user holds a live reservation.
     Pending { retry_after_ms: i64 },
@@ -178,6 +180,14 @@ pub async fn admit_above(
         HomeAdmission::Decided(admission) => Ok(admission),
         other => Err(ScriptError::UnexpectedReply(vec![format!("{other:?}")])),
     }
+}
+
+/// A spill request's stamp: its reservation's time (Redis `TIME`, from
+/// [`HomeAdmission::Spill`]) and its token. The reservation holds exactly this; a donor
+/// bucket keeps it with the coupon it gave, and compares the times to let a later
+/// reservation's request take the coupon over, never an earlier one's.
+pub fn spill_stamp(at_ms: i64, token: &str) -> String {
+    format!("{at_ms}:{token}")
 }
 
 /// [`admit_above`] in the user's home bucket `keys` (`round_label`: that bucket's label,
@@ -309,12 +319,15 @@ pub async fn roll_back(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DonorTake {
     /// The bucket's coupon for the user: a new one, or the one an earlier request of the
-    /// user took there (now carrying this request's token).
+    /// user took there (now carrying this request's stamp).
     Taken {
         seq: u32,
         remaining: u32,
         at_ms: i64,
     },
+    /// The bucket gave the user a coupon under a later reservation than this request's:
+    /// a newer request of the user owns the spill; this one must stop.
+    Superseded,
     SoldOut,
     UnknownRound,
     /// The bucket's seq counter is below the caller's floor for it: Redis lost writes.
@@ -328,7 +341,7 @@ static TAKE_FROM_DONOR: LazyLock<Script> = LazyLock::new(|| {
         r#"
 {SEQ_OF_LUA}
 local meta, spilled = KEYS[1], KEYS[2]
-local user, token = ARGV[1], ARGV[2]
+local user, stamp = ARGV[1], ARGV[2]
 local m = redis.call('HMGET', meta, 'remaining', 'seq', 'buckets', 'bucket')
 if not m[1] then return {{'UNKNOWN'}} end
 if tonumber(m[2]) < tonumber(ARGV[5]) then return {{'REGRESSED', m[2]}} end
@@ -336,14 +349,17 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local given = redis.call('HGET', spilled, user)
 if given then
-  local seq = string.match(given, '^(%d+):')
-  redis.call('HSET', spilled, user, seq .. ':' .. token)
+  -- Only a request of a later reservation may take the coupon over: an earlier one that
+  -- resumes late must not re-stamp (and then give back) its successor's coupon.
+  local seq, since = string.match(given, '^(%d+):(%d+):')
+  if tonumber(string.match(stamp, '^(%d+):')) < tonumber(since) then return {{'SUPERSEDED'}} end
+  redis.call('HSET', spilled, user, seq .. ':' .. stamp)
   return {{'TAKEN', seq, m[1], tostring(now)}}
 end
 if tonumber(m[1]) <= 0 then return {{'SOLD_OUT'}} end
 local remaining = redis.call('HINCRBY', meta, 'remaining', -1)
 local seq = seq_of(tonumber(m[4]), tonumber(m[3]), redis.call('HINCRBY', meta, 'seq', 1))
-redis.call('HSET', spilled, user, tostring(seq) .. ':' .. token)
+redis.call('HSET', spilled, user, tostring(seq) .. ':' .. stamp)
 if remaining == 0 then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return {{'TAKEN', tostring(seq), tostring(remaining), tostring(now)}}
 "#
@@ -351,23 +367,24 @@ return {{'TAKEN', tostring(seq), tostring(remaining), tostring(now)}}
 });
 
 /// Takes a coupon for `user` in the bucket `keys` (not the user's home bucket), with the
-/// request's `token`; `bucket_label` is the bucket's sold-out payload and `seq_floor` the
-/// caller's floor for this bucket's counter. Idempotent per user: a bucket that already
-/// gave the user a coupon gives the same one again (re-stamped with `token`, so that the
-/// request that took it first can no longer give it back).
+/// request's `stamp` ([`spill_stamp`]); `bucket_label` is the bucket's sold-out payload
+/// and `seq_floor` the caller's floor for this bucket's counter. Idempotent per user: a
+/// bucket that already gave the user a coupon gives the same one again to a request of
+/// the same or a later reservation (re-stamped, so that the request that took it first
+/// can no longer give it back), and [`DonorTake::Superseded`] to one of an earlier.
 pub async fn take_from_donor(
     conn: &mut RedisConn,
     keys: &RoundKeys,
     bucket_label: &str,
     user: &str,
-    token: &str,
+    stamp: &str,
     seq_floor: u32,
 ) -> Result<DonorTake, ScriptError> {
     let reply: Vec<String> = TAKE_FROM_DONOR
         .key(&keys.meta)
         .key(&keys.spilled)
         .arg(user)
-        .arg(token)
+        .arg(stamp)
         .arg(SOLD_OUT_CHANNEL)
         .arg(bucket_label)
         .arg(seq_floor)
@@ -382,6 +399,7 @@ pub async fn take_from_donor(
             _ => None,
         },
         Some("SOLD_OUT") => Some(DonorTake::SoldOut),
+        Some("SUPERSEDED") => Some(DonorTake::Superseded),
         Some("UNKNOWN") => Some(DonorTake::UnknownRound),
         Some("REGRESSED") => number(1).map(|seq| DonorTake::Regressed { seq_in_redis: to_u32(seq) }),
         _ => None,
@@ -393,9 +411,8 @@ static CONFIRM_SPILL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local winners, reservations = KEYS[1], KEYS[2]
-local user, token, seq = ARGV[1], ARGV[2], ARGV[3]
-local held = redis.call('HGET', reservations, user)
-if not held or string.match(held, '^%d+:(.*)$') ~= token then return 0 end
+local user, stamp, seq = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('HGET', reservations, user) ~= stamp then return 0 end
 redis.call('HSET', winners, user, seq)
 redis.call('HDEL', reservations, user)
 return 1
@@ -404,21 +421,21 @@ return 1
 });
 
 /// In the user's home bucket `home`: makes `seq` (taken in another bucket) the user's
-/// coupon, only if the user's spill reservation still carries `token`. `false`: another
+/// coupon, only if the user's spill reservation is still `stamp`'s. `false`: another
 /// request took the reservation over (or it is gone); this request must give its take
 /// back ([`give_back`]) and publish nothing.
 pub async fn confirm_spill(
     conn: &mut RedisConn,
     home: &RoundKeys,
     user: &str,
-    token: &str,
+    stamp: &str,
     seq: u32,
 ) -> Result<bool, ScriptError> {
     let confirmed: i64 = CONFIRM_SPILL
         .key(&home.winners)
         .key(&home.spill_reservations)
         .arg(user)
-        .arg(token)
+        .arg(stamp)
         .arg(seq)
         .invoke_async(conn)
         .await?;
@@ -428,24 +445,23 @@ pub async fn confirm_spill(
 static RELEASE_SPILL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local held = redis.call('HGET', KEYS[1], ARGV[1])
-if not held or string.match(held, '^%d+:(.*)$') ~= ARGV[2] then return 0 end
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 return 1
 "#,
     )
 });
 
-/// In the user's home bucket: drops the user's spill reservation if it still carries
-/// `token` (every other bucket was sold out, or the take was given back). Returns
+/// In the user's home bucket: drops the user's spill reservation if it is still
+/// `stamp`'s (every other bucket was sold out, or the take was given back). Returns
 /// whether it did.
 pub async fn release_spill(
     conn: &mut RedisConn,
     home: &RoundKeys,
     user: &str,
-    token: &str,
+    stamp: &str,
 ) -> Result<bool, ScriptError> {
-    let released: i64 = RELEASE_SPILL.key(&home.spill_reservations).arg(user).arg(token).invoke_async(conn).await?;
+    let released: i64 = RELEASE_SPILL.key(&home.spill_reservations).arg(user).arg(stamp).invoke_async(conn).await?;
     Ok(released == 1)
 }
 
@@ -453,35 +469,35 @@ static UNCONFIRM_SPILL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local winners, reservations = KEYS[1], KEYS[2]
-local user, seq, token = ARGV[1], ARGV[2], ARGV[3]
+local user, seq, stamp = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('HGET', winners, user) ~= seq then return 0 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HDEL', winners, user)
-redis.call('HSET', reservations, user, tostring(now) .. ':' .. token)
+redis.call('HSET', reservations, user, stamp)
 return 1
 "#,
     )
 });
 
 /// The first step of rolling back a spilled coupon that Kafka refused, in the user's
-/// home bucket: if the user's winner is `seq`, it becomes a spill reservation with
-/// `token` again (the user's other requests wait while the coupon is given back in its
-/// bucket; then [`release_spill`], or [`confirm_spill`] again if the consumer had
-/// already confirmed it). Returns whether the winner was `seq`.
+/// home bucket: if the user's winner is `seq`, it becomes this request's reservation
+/// (`stamp`) again: the user's other requests wait while the coupon is given back in its
+/// bucket, then [`release_spill`], or [`confirm_spill`] again if the consumer had already
+/// confirmed it. (The reservation keeps its first time, so it may expire sooner; a
+/// request that takes it over then owns the coupon, and giving it back finds that.)
+/// Returns whether the winner was `seq`.
 pub async fn unconfirm_spill(
     conn: &mut RedisConn,
     home: &RoundKeys,
     user: &str,
     seq: u32,
-    token: &str,
+    stamp: &str,
 ) -> Result<bool, ScriptError> {
     let done: i64 = UNCONFIRM_SPILL
         .key(&home.winners)
         .key(&home.spill_reservations)
         .arg(user)
         .arg(seq)
-        .arg(token)
+        .arg(stamp)
         .invoke_async(conn)
         .await?;
     Ok(done == 1)
@@ -491,9 +507,9 @@ static GIVE_BACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local meta, spilled, confirmed = KEYS[1], KEYS[2], KEYS[3]
-local user, seq, token = ARGV[1], ARGV[2], ARGV[3]
+local user, seq, stamp = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('HEXISTS', confirmed, seq) == 1 then return 'CONFIRMED' end
-if redis.call('HGET', spilled, user) ~= seq .. ':' .. token then return 'ABSENT' end
+if redis.call('HGET', spilled, user) ~= seq .. ':' .. stamp then return 'ABSENT' end
 redis.call('HDEL', spilled, user)
 redis.call('HINCRBY', meta, 'remaining', 1)
 return 'ROLLED_BACK'
@@ -502,14 +518,14 @@ return 'ROLLED_BACK'
 });
 
 /// Gives a coupon taken with [`take_from_donor`] back to its bucket `donor`: unless the
-/// consumer already confirmed `seq`, and only while the take carries `token` (a request
+/// consumer already confirmed `seq`, and only while the take carries `stamp` (a request
 /// of the user that took it over since owns it now: [`RollBack::Absent`]).
 pub async fn give_back(
     conn: &mut RedisConn,
     donor: &RoundKeys,
     user: &str,
     seq: u32,
-    token: &str,
+    stamp: &str,
 ) -> Result<RollBack, ScriptError> {
     let reply: String = GIVE_BACK
         .key(&donor.meta)
@@ -517,7 +533,7 @@ pub async fn give_back(
         .key(&donor.confirmed)
         .arg(user)
         .arg(seq)
-        .arg(token)
+        .arg(stamp)
         .invoke_async(conn)
         .await?;
     match reply.as_str() {

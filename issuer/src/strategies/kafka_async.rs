@@ -35,9 +35,10 @@ pub async fn admit(
     let admission = match decided {
         HomeAdmission::Decided(admission) => admission,
         HomeAdmission::Pending { retry_after_ms } => return Err(IssueError::SpillPending { retry_after_ms }),
-        HomeAdmission::Spill { took_over, .. } => {
+        HomeAdmission::Spill { took_over, at_ms } => {
             live.mark_bucket_sold_out(home);
-            return spill(state, live, user, attribution, home, &token, took_over).await;
+            let stamp = admission::spill_stamp(at_ms, &token);
+            return spill(state, live, user, attribution, home, &stamp, took_over).await;
         }
     };
     let Admission::Issued { seq, slot, at_ms, remaining } = admission else {
@@ -76,8 +77,8 @@ pub async fn admit(
     }
 }
 
-/// The spill path of a bucketed round, after the home bucket reserved the user with
-/// `token`: take a coupon in the other buckets in turn (those this issuer knows are sold
+/// The spill path of a bucketed round, after the home bucket reserved the user for this
+/// request (`stamp`): take a coupon in the other buckets in turn (those this issuer knows are sold
 /// out skipped, unless the reservation was taken over from a request that may have
 /// taken one in such a bucket), make it the user's in the home bucket, then publish.
 async fn spill(
@@ -86,7 +87,7 @@ async fn spill(
     user: &str,
     attribution: &Attribution,
     home: u32,
-    token: &str,
+    stamp: &str,
     took_over: bool,
 ) -> Result<Admission, IssueError> {
     let mut redis = state.redis.clone();
@@ -97,7 +98,7 @@ async fn spill(
         }
         let (keys, label) = live.bucket(donor);
         let floor = live.seq_floor(donor);
-        let taken = match admission::take_from_donor(&mut redis, keys, label, user, token, floor).await {
+        let taken = match admission::take_from_donor(&mut redis, keys, label, user, stamp, floor).await {
             Ok(taken) => taken,
             Err(error) => {
                 // If the take may have run, the coupon may be this user's in that bucket:
@@ -106,19 +107,22 @@ async fn spill(
                 if let admission::ScriptError::Redis(redis_error) = &error
                     && !may_have_run(redis_error)
                 {
-                    release(state, live, user, home, token).await;
+                    release(state, live, user, home, stamp).await;
                 }
                 return Err(IssueError::Admit(error));
             }
         };
         match taken {
             DonorTake::SoldOut => live.mark_bucket_sold_out(donor),
+            // A newer request of the user took the reservation over and took this bucket's
+            // coupon for the user since: it decides; the reservation is not this one's.
+            DonorTake::Superseded => return Err(IssueError::SpillSuperseded),
             DonorTake::UnknownRound => {
                 live.mark_vanished();
                 return Err(IssueError::RoundVanished);
             }
             DonorTake::Regressed { seq_in_redis } => {
-                release(state, live, user, home, token).await;
+                release(state, live, user, home, stamp).await;
                 return Err(IssueError::RoundRegressed { seq_in_redis, seen: floor });
             }
             DonorTake::Taken { seq, remaining, at_ms } => {
@@ -127,12 +131,12 @@ async fn spill(
                     live.mark_bucket_sold_out(donor);
                 }
                 let admission = Admission::Issued { seq, slot: 1, remaining, at_ms };
-                match admission::confirm_spill(&mut redis, home_keys, user, token, seq).await {
+                match admission::confirm_spill(&mut redis, home_keys, user, stamp, seq).await {
                     Ok(true) => {}
                     Ok(false) => {
                         // Another request of the user took the reservation over (this one
                         // outlived it): give the take back unless that request re-stamped it.
-                        let given_back = admission::give_back(&mut redis, keys, user, seq, token).await;
+                        let given_back = admission::give_back(&mut redis, keys, user, seq, stamp).await;
                         tracing::warn!(round = %live.label, user, seq, ?given_back, "a spilled admission lost its reservation to a newer request");
                         return Err(IssueError::SpillSuperseded);
                     }
@@ -141,12 +145,12 @@ async fn spill(
                     // and the user's next request finds the take.
                     Err(error) => return Err(IssueError::Admit(error)),
                 }
-                return publish_spilled(state, live, user, attribution, home, donor, token, admission).await;
+                return publish_spilled(state, live, user, attribution, home, donor, stamp, admission).await;
             }
         }
     }
     // Every bucket is empty: the round is sold out for this user.
-    release(state, live, user, home, token).await;
+    release(state, live, user, home, stamp).await;
     Ok(Admission::SoldOut)
 }
 
@@ -162,7 +166,7 @@ async fn publish_spilled(
     attribution: &Attribution,
     home: u32,
     donor: u32,
-    token: &str,
+    stamp: &str,
     admission: Admission,
 ) -> Result<Admission, IssueError> {
     let Admission::Issued { seq, at_ms, .. } = admission else {
@@ -175,18 +179,18 @@ async fn publish_spilled(
     tracing::warn!(%error, round = %live.label, user, seq, donor, "Kafka refused a spilled coupon; rolling it back");
     let mut redis = state.redis.clone();
     let ((home_keys, _), (donor_keys, _)) = (live.bucket(home), live.bucket(donor));
-    if let Err(rollback_error) = admission::unconfirm_spill(&mut redis, home_keys, user, seq, token).await {
+    if let Err(rollback_error) = admission::unconfirm_spill(&mut redis, home_keys, user, seq, stamp).await {
         tracing::error!(error = %rollback_error, round = %live.label, user, seq, "roll-back failed; the admission stands for reconciliation");
         return Ok(admission);
     }
-    match admission::give_back(&mut redis, donor_keys, user, seq, token).await {
+    match admission::give_back(&mut redis, donor_keys, user, seq, stamp).await {
         Ok(RollBack::RolledBack | RollBack::Absent) => {
-            release(state, live, user, home, token).await;
+            release(state, live, user, home, stamp).await;
             Err(IssueError::Publish(error))
         }
         Ok(RollBack::AlreadyConfirmed) => {
             // Reconciliation published it meanwhile and the consumer stored it: it stands.
-            match admission::confirm_spill(&mut redis, home_keys, user, token, seq).await {
+            match admission::confirm_spill(&mut redis, home_keys, user, stamp, seq).await {
                 Ok(true) => {}
                 other => {
                     tracing::error!(round = %live.label, user, seq, ?other, "a confirmed spilled coupon could not be made the user's winner again")
@@ -206,9 +210,9 @@ async fn publish_spilled(
 
 /// Drops the user's spill reservation (this request's only); a failure only makes the
 /// user's next requests wait until it expires.
-async fn release(state: &AppState, live: &LiveRound, user: &str, home: u32, token: &str) {
+async fn release(state: &AppState, live: &LiveRound, user: &str, home: u32, stamp: &str) {
     let (home_keys, _) = live.bucket(home);
-    if let Err(error) = admission::release_spill(&mut state.redis.clone(), home_keys, user, token).await {
+    if let Err(error) = admission::release_spill(&mut state.redis.clone(), home_keys, user, stamp).await {
         tracing::warn!(%error, round = %live.label, user, "dropping a spill reservation failed; it expires");
     }
 }
