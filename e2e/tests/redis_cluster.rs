@@ -306,3 +306,74 @@ async fn a_spill_left_by_a_dead_request_is_found_by_the_users_next_press() -> an
     consumer.stop().await?;
     issuer.stop().await
 }
+
+/// Pre-warm, stock changes, teardown and recovery of a bucketed round on the cluster:
+/// bucket settings the schema also refuses are refused here, a round keeps its buckets,
+/// raising the stock splits the difference over the buckets, removal takes every
+/// bucket's keys (on whichever shard), and `recover` refuses a bucketed round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucketed_round_is_prewarmed_raised_removed_and_not_recovered() -> anyhow::Result<()> {
+    use couponrush_core::prewarm::{PrewarmError, RecoverError, prewarm, recover_round, remove_round};
+
+    let scope = Scope::new_on_redis_cluster("bucket-life").await?;
+    let round = scope.round("life")?;
+    let (mut redis, pool) = (scope.redis().await?, scope.pool().await?);
+    // Opened, so that admissions below are not refused by the time gate.
+    let bucketed = |stock| RoundSpec { start_ms: couponrush_core::wall_clock_ms() - 1_000, ..bucketed(stock) };
+    let refused = [
+        RoundSpec { per_user: 2, ..bucketed(1_000) },
+        RoundSpec { strategy: Strategy::DbLock, ..bucketed(1_000) },
+        RoundSpec { buckets: 65, ..bucketed(1_000) },
+        RoundSpec { buckets: 0, ..bucketed(1_000) },
+        bucketed(2),
+    ];
+    for spec in refused {
+        let error = prewarm(&mut redis, &pool, &round, &spec).await.expect_err("refused");
+        ensure!(matches!(error, PrewarmError::InvalidBuckets { .. }), "{spec:?}: {error}");
+    }
+    prewarm(&mut redis, &pool, &round, &bucketed(1_000)).await?;
+    let error =
+        prewarm(&mut redis, &pool, &round, &RoundSpec { buckets: 2, ..bucketed(1_000) }).await.expect_err("changed");
+    ensure!(matches!(error, PrewarmError::BucketsChanged { existing: 3, .. }), "{error}");
+    // Raised from 1,000 to 1,300: the shares become 434, 433, 433.
+    let raised = prewarm(&mut redis, &pool, &round, &bucketed(1_300)).await?;
+    assert_eq!((raised.created, raised.remaining), (false, 1_300));
+    let metas = bucket_metas(&mut redis, &round, BUCKETS).await?;
+    let stocks: Vec<u32> = metas.iter().flatten().map(|meta| meta.stock).collect();
+    assert_eq!(stocks, [434, 433, 433]);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let kafka = scope.env.kafka();
+    let error = recover_round(&mut redis, &pool, &kafka, &scope.topic, &round, Strategy::KafkaAsync, deadline)
+        .await
+        .expect_err("a bucketed round is not recovered");
+    ensure!(matches!(error, RecoverError::Bucketed { buckets: 3, .. }), "{error}");
+
+    // Something in every kind of key of every bucket: winners, a taken coupon of another
+    // bucket's user, a spill reservation.
+    use couponrush_core::round_store::admission;
+    use couponrush_core::round_store::keys::bucket_label;
+    for bucket in 0..BUCKETS {
+        let user = &users_of_bucket(bucket, 1, &HashSet::new())[0];
+        let (keys, label) = (RoundKeys::bucket(&round, bucket), bucket_label(&round, bucket));
+        let _admitted = admission::admit_home(&mut redis, &keys, &label, user, 0, "t").await?;
+        let _taken = admission::take_from_donor(&mut redis, &keys, &label, "someone", "1:t", 0).await?;
+        let _: () =
+            redis::cmd("HSET").arg(&keys.spill_reservations).arg("other").arg("1:t").query_async(&mut redis).await?;
+    }
+    for bucket in 0..BUCKETS {
+        let keys = RoundKeys::bucket(&round, bucket);
+        for key in [&keys.meta, &keys.winners, &keys.spilled, &keys.spill_reservations] {
+            let exists: bool = redis::cmd("EXISTS").arg(key).query_async(&mut redis).await?;
+            assert!(exists, "{key} was written");
+        }
+    }
+    remove_round(&mut redis, &pool, &round).await?;
+    for bucket in 0..BUCKETS {
+        for key in RoundKeys::bucket(&round, bucket).all() {
+            let exists: bool = redis::cmd("EXISTS").arg(key).query_async(&mut redis).await?;
+            assert!(!exists, "{key} left behind");
+        }
+    }
+    Ok(())
+}
