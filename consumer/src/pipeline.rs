@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use couponrush_core::message::IssuedCoupon;
 use couponrush_core::redis_conn::RedisConn;
 use couponrush_core::round_store::admission;
+use couponrush_core::round_store::buckets::bucket_of_seq;
 use couponrush_core::round_store::keys::{RoundKeys, winner_field};
+use couponrush_core::round_store::meta;
 use couponrush_core::{db, error_chain, reconcile};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -194,7 +196,8 @@ fn detach(message: &rdkafka::message::BorrowedMessage<'_>) -> Record {
     }
 }
 
-/// Confirms the batch's admissions round by round, then inserts those that stand in
+/// Confirms the batch's admissions round by round (and, in a round split into stock
+/// buckets, in the bucket that handed each seq out), then inserts those that stand in
 /// one transaction.
 async fn confirm_and_insert(
     mut redis: RedisConn,
@@ -211,15 +214,26 @@ async fn confirm_and_insert(
         let Some(Ok(round)) = group.first().map(|c| c.round_id()) else {
             continue;
         };
-        let admissions: Vec<(&str, u32, u32)> = group.iter().map(|c| (c.user.as_str(), c.slot, c.seq)).collect();
-        let verdicts =
-            admission::confirm(&mut redis, &RoundKeys::new(&round), &admissions).await.map_err(BatchError::Confirm)?;
-        for (coupon, stands) in group.iter().zip(verdicts) {
-            if stands {
-                standing.push((*coupon).clone());
-            } else {
-                tracing::info!(round = %round, user = %coupon.user, seq = coupon.seq, "skipping a rolled-back admission");
-                metrics.revoked.inc();
+        // A round whose keys are gone confirms as one bucket: its confirm keeps every
+        // message and lets MySQL's unique keys decide.
+        let buckets =
+            meta::round_buckets(&mut redis, &round).await.map_err(|error| BatchError::Confirm(error.into()))?;
+        let buckets = buckets.unwrap_or(1);
+        let mut by_bucket: BTreeMap<u32, Vec<&IssuedCoupon>> = BTreeMap::new();
+        for coupon in group {
+            by_bucket.entry(bucket_of_seq(coupon.seq, buckets)).or_default().push(coupon);
+        }
+        for (bucket, group) in by_bucket {
+            let admissions: Vec<(&str, u32, u32)> = group.iter().map(|c| (c.user.as_str(), c.slot, c.seq)).collect();
+            let keys = RoundKeys::bucket(&round, bucket);
+            let verdicts = admission::confirm(&mut redis, &keys, &admissions).await.map_err(BatchError::Confirm)?;
+            for (coupon, stands) in group.iter().zip(verdicts) {
+                if stands {
+                    standing.push((*coupon).clone());
+                } else {
+                    tracing::info!(round = %round, user = %coupon.user, seq = coupon.seq, "skipping a rolled-back admission");
+                    metrics.revoked.inc();
+                }
             }
         }
     }

@@ -83,9 +83,10 @@ pub async fn insert_coupons(pool: &MySqlPool, coupons: &[IssuedCoupon]) -> Resul
 /// again, for example with more stock, never forgets coupons already issued.
 pub async fn upsert_round(pool: &MySqlPool, round: &RoundId, spec: &RoundSpec) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO coupon_rounds (event, round_no, stock, per_user, start_ms, end_ms) VALUES (?, ?, ?, ?, ?, ?) \
+        "INSERT INTO coupon_rounds (event, round_no, stock, per_user, start_ms, end_ms, stock_buckets) \
+         VALUES (?, ?, ?, ?, ?, ?, ?) \
          ON DUPLICATE KEY UPDATE stock = VALUES(stock), per_user = VALUES(per_user), \
-         start_ms = VALUES(start_ms), end_ms = VALUES(end_ms)",
+         start_ms = VALUES(start_ms), end_ms = VALUES(end_ms), stock_buckets = VALUES(stock_buckets)",
     )
     .bind(round.event.to_string())
     .bind(round.round)
@@ -93,6 +94,7 @@ pub async fn upsert_round(pool: &MySqlPool, round: &RoundId, spec: &RoundSpec) -
     .bind(spec.per_user)
     .bind(spec.start_ms)
     .bind(spec.end_ms.unwrap_or(0))
+    .bind(spec.buckets)
     .execute(pool)
     .await?;
     Ok(())
@@ -192,11 +194,14 @@ pub struct RoundRow {
     pub issued: u32,
     pub start_ms: i64,
     pub end_ms: i64,
+    /// The round's stock buckets (1 for a round without).
+    pub buckets: u32,
 }
 
 pub async fn round_row(pool: &MySqlPool, round: &RoundId) -> Result<Option<RoundRow>, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT stock, per_user, issued, start_ms, end_ms FROM coupon_rounds WHERE event = ? AND round_no = ?",
+        "SELECT stock, per_user, issued, start_ms, end_ms, stock_buckets FROM coupon_rounds \
+         WHERE event = ? AND round_no = ?",
     )
     .bind(round.event.to_string())
     .bind(round.round)
@@ -209,6 +214,7 @@ pub async fn round_row(pool: &MySqlPool, round: &RoundId) -> Result<Option<Round
             issued: row.try_get(2)?,
             start_ms: row.try_get(3)?,
             end_ms: row.try_get(4)?,
+            buckets: row.try_get(5)?,
         })
     })
     .transpose()

@@ -102,6 +102,9 @@ pub struct RoundSpec {
     /// Closing instant; `None` keeps the round open until sold out.
     pub end_ms: Option<i64>,
     pub strategy: Strategy,
+    /// Stock buckets ([`crate::round_store::buckets`]): 1, or up to 64 for a
+    /// `kafka-async` round of one coupon per user.
+    pub buckets: u32,
 }
 
 #[cfg(test)]

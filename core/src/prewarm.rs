@@ -8,8 +8,9 @@ use sqlx::MySqlPool;
 use crate::db;
 use crate::event::{RoundId, RoundSpec, Strategy};
 use crate::redis_conn::RedisConn;
+use crate::round_store::buckets::MAX_STOCK_BUCKETS;
 use crate::round_store::keys::{RoundKeys, winner_field};
-use crate::round_store::meta::{self, RoundMeta, SettingsWritten, round_meta};
+use crate::round_store::meta::{self, RoundMeta, SettingsWritten, round_buckets, round_meta};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrewarmError {
@@ -23,6 +24,14 @@ pub enum PrewarmError {
     ZeroStock,
     #[error("the queue strategy gives one coupon per user; perUser must be 1")]
     QueueAllowsOnePerUser,
+    #[error(
+        "{buckets} stock buckets: buckets are 1 to {MAX_STOCK_BUCKETS}, more than 1 only for kafka-async with perUser 1, and at most the stock"
+    )]
+    InvalidBuckets { buckets: u32 },
+    #[error(
+        "round {round} was pre-warmed with {existing} stock buckets; a round keeps its buckets (the next round may change them)"
+    )]
+    BucketsChanged { round: String, existing: u32 },
     #[error("round {0} already ran (its coupons are in MySQL); a new round needs a new number or event name")]
     RoundAlreadyRan(String),
     #[error(
@@ -56,36 +65,74 @@ pub async fn prewarm(
     if spec.strategy.max_per_user().is_some_and(|max| spec.per_user > max) {
         return Err(PrewarmError::QueueAllowsOnePerUser);
     }
+    // The spill path exists in kafka-async only, and keeps one coupon per user.
+    let bucketed_ok = spec.strategy == Strategy::KafkaAsync && spec.per_user == 1 && spec.buckets <= spec.stock;
+    if spec.buckets == 0 || spec.buckets > MAX_STOCK_BUCKETS || (spec.buckets > 1 && !bucketed_ok) {
+        return Err(PrewarmError::InvalidBuckets { buckets: spec.buckets });
+    }
     if let Some(row) = db::round_row(pool, round).await?
         && row.issued > spec.stock
     {
         return Err(PrewarmError::StockBelowIssued { requested: spec.stock, issued: row.issued });
     }
-    let keys = RoundKeys::new(round);
     // Keys gone but rows present: the round was torn down (or Redis lost it). Writing
     // fresh keys would hand out its seqs again, and MySQL would drop those coupons as
     // duplicates; refuse instead.
-    let exists: bool = redis.exists(&keys.meta).await?;
-    if !exists && db::count_coupons(pool, round).await? > 0 {
+    let existing = round_buckets(redis, round).await?;
+    if existing.is_none() && db::count_coupons(pool, round).await? > 0 {
         return Err(PrewarmError::RoundAlreadyRan(round.to_string()));
     }
-    // The stock row is written after the keys, so a row without keys means the keys
-    // were lost. For kafka-async, coupons may still be on their way through Kafka with
-    // seqs that fresh keys would hand out again; the synchronous strategies and the
-    // queue decide in MySQL, which still holds the truth.
-    if !exists && spec.strategy == Strategy::KafkaAsync && db::round_row(pool, round).await?.is_some() {
-        return Err(PrewarmError::RedisLostRound(round.to_string()));
+    if let Some(existing) = existing.filter(|existing| *existing != spec.buckets) {
+        return Err(PrewarmError::BucketsChanged { round: round.to_string(), existing });
     }
-    let (created, remaining) = match meta::write_settings(redis, &keys, spec).await? {
-        SettingsWritten::Created { remaining } => (true, remaining),
-        SettingsWritten::Updated { remaining } => (false, remaining),
-        SettingsWritten::StockBelowIssued { issued } => {
-            return Err(PrewarmError::StockBelowIssued { requested: spec.stock, issued });
+    // The stock row is written after the keys, so a row without keys (of any bucket)
+    // means the keys were lost. For kafka-async, coupons may still be on their way
+    // through Kafka with seqs that fresh keys would hand out again; the synchronous
+    // strategies and the queue decide in MySQL, which still holds the truth.
+    if spec.strategy == Strategy::KafkaAsync && db::round_row(pool, round).await?.is_some() {
+        for bucket in 0..spec.buckets {
+            let exists: bool = redis.exists(RoundKeys::bucket(round, bucket).meta).await?;
+            if !exists {
+                return Err(PrewarmError::RedisLostRound(round.to_string()));
+            }
         }
-    };
+    }
+    // Every bucket's share checked before any is written, so a refused stock leaves the
+    // round as it was; bucket 0 (where the round is looked up) written last.
+    for bucket in 0..spec.buckets {
+        if let Some(meta) = round_meta(redis, &RoundKeys::bucket(round, bucket)).await? {
+            let share = crate::round_store::buckets::split_stock(spec.stock, spec.buckets)[bucket as usize];
+            if share < meta.stock.saturating_sub(meta.remaining) {
+                let issued = round_issued(redis, round, spec.buckets).await?;
+                return Err(PrewarmError::StockBelowIssued { requested: spec.stock, issued });
+            }
+        }
+    }
+    let (mut created, mut remaining) = (true, 0);
+    for bucket in (0..spec.buckets).rev() {
+        let (bucket_created, bucket_remaining) = match meta::write_settings(redis, round, bucket, spec).await? {
+            SettingsWritten::Created { remaining } => (true, remaining),
+            SettingsWritten::Updated { remaining } => (false, remaining),
+            SettingsWritten::StockBelowIssued { .. } => {
+                let issued = round_issued(redis, round, spec.buckets).await?;
+                return Err(PrewarmError::StockBelowIssued { requested: spec.stock, issued });
+            }
+        };
+        created &= bucket_created;
+        remaining += bucket_remaining;
+    }
     db::upsert_round(pool, round, spec).await?;
     meta::point_at(redis, round, spec.strategy).await?;
     Ok(Prewarmed { created, remaining })
+}
+
+/// Coupons taken over every bucket of the round (stock − remaining, summed).
+async fn round_issued(redis: &mut RedisConn, round: &RoundId, buckets: u32) -> redis::RedisResult<u32> {
+    let mut issued = 0u32;
+    for meta in meta::bucket_metas(redis, round, buckets).await?.into_iter().flatten() {
+        issued = issued.saturating_add(meta.stock.saturating_sub(meta.remaining));
+    }
+    Ok(issued)
 }
 
 /// Removes the round's Redis keys, the event's pointer if it names this round, and the
@@ -111,6 +158,10 @@ pub enum RecoverError {
         "round {0} is intact in Redis (its seq counter and winners cover everything in Kafka and MySQL); nothing to recover"
     )]
     Intact(String),
+    #[error(
+        "round {round} has {buckets} stock buckets; recovering a bucketed round is not built (each bucket's seq counter, winners and spilled coupons would have to be rebuilt): restore Redis from its own persistence instead"
+    )]
+    Bucketed { round: String, buckets: u32 },
 }
 
 /// What a recovery wrote.
@@ -185,6 +236,11 @@ pub async fn recover_round(
     deadline: std::time::Instant,
 ) -> Result<Recovered, RecoverError> {
     let row = db::round_row(pool, round).await?.ok_or_else(|| RecoverError::NotPrewarmed(round.to_string()))?;
+    // The stock row keeps the round's buckets: the recovery of a round whose Redis keys
+    // are all gone still knows it had buckets.
+    if row.buckets > 1 {
+        return Err(RecoverError::Bucketed { round: round.to_string(), buckets: row.buckets });
+    }
     let rows = db::round_coupons(pool, round).await?;
     let messages = if strategy.persists_through_kafka() {
         let (kafka, topic, wanted) = (kafka.clone(), topic.to_owned(), round.clone());
@@ -226,6 +282,7 @@ pub async fn recover_round(
         start_ms: row.start_ms,
         end_ms: (row.end_ms > 0).then_some(row.end_ms),
         paused: false,
+        buckets: 1,
     };
     meta::write_meta(redis, &keys, &recovered, strategy).await?;
     meta::point_at(redis, round, strategy).await?;

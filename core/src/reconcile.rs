@@ -11,14 +11,14 @@
 
 use std::collections::HashMap;
 
-use redis::AsyncCommands;
 use sqlx::MySqlPool;
 
 use crate::event::RoundId;
 use crate::kafka::Publisher;
 use crate::message::IssuedCoupon;
 use crate::redis_conn::RedisConn;
-use crate::round_store::keys::{RoundKeys, parse_winner_field};
+use crate::round_store::keys::parse_winner_field;
+use crate::round_store::meta::all_winners;
 use crate::{db, wall_clock_ms};
 
 #[derive(Debug, thiserror::Error)]
@@ -111,16 +111,15 @@ pub fn compare(winners: &[(String, u32)], rows: &[(String, u32, u32)]) -> Compar
     comparison
 }
 
-/// Compares the round's winners with its rows, re-publishes what is missing and reports
-/// conflicts.
+/// Compares the round's winners (of every stock bucket) with its rows, re-publishes what
+/// is missing and reports conflicts.
 pub async fn reconcile_round(
     redis: &mut RedisConn,
     pool: &MySqlPool,
     publisher: &Publisher,
     round: &RoundId,
 ) -> Result<ReconcileReport, ReconcileError> {
-    let keys = RoundKeys::new(round);
-    let winners: Vec<(String, u32)> = redis.hgetall(&keys.winners).await?;
+    let winners = all_winners(redis, round).await?;
     let rows = db::round_coupons(pool, round).await?;
     let comparison = compare(&winners, &rows);
     let mut report = ReconcileReport {

@@ -38,6 +38,7 @@ pub use couponrush_strategy::Strategy;
 #[x_kube(validation = Rule::new("!has(self.endTime) || !has(self.startTime) || timestamp(self.endTime) > timestamp(self.startTime)").message("endTime must be after startTime"))]
 #[x_kube(validation = Rule::new("!has(self.endTime) || has(self.startTime)").message("endTime is for a one-off event; a daily schedule closes each round with schedule.openFor"))]
 #[x_kube(validation = Rule::new("!has(self.strategy) || self.strategy != 'queue' || !has(self.perUser) || self.perUser == 1").message("the queue strategy gives one coupon per user: perUser must be 1"))]
+#[x_kube(validation = Rule::new("!has(self.capacity) || !has(self.capacity.stockBuckets) || self.capacity.stockBuckets == 1 || ((!has(self.strategy) || self.strategy == 'kafka-async') && (!has(self.perUser) || self.perUser == 1) && self.capacity.stockBuckets <= self.stock)").message("capacity.stockBuckets above 1 needs strategy kafka-async, perUser 1 and a stock of at least one coupon per bucket"))]
 #[serde(rename_all = "camelCase")]
 pub struct CouponEventSpec {
     /// The coupon every winner receives.
@@ -149,6 +150,19 @@ pub struct Capacity {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 500))]
     pub max_replicas: Option<u32>,
+    /// Splits the stock over this many buckets, each under its own Redis Cluster hash
+    /// tag, so that as many shards share the round's admissions (one shard admits about
+    /// 55,000 a second). `kafka-async` with `perUser` 1 only, at most the stock. Exact
+    /// all the same; a user whose own bucket ran out is served by the next one, a little
+    /// slower, so near the end the order across buckets is only roughly first come,
+    /// first served. A round keeps the buckets it was pre-warmed with.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    #[schemars(range(min = 1, max = 64))]
+    pub stock_buckets: u32,
+}
+
+fn is_one(value: &u32) -> bool {
+    *value == 1
 }
 
 fn default_peak() -> u32 {
@@ -157,7 +171,12 @@ fn default_peak() -> u32 {
 
 impl Default for Capacity {
     fn default() -> Self {
-        Self { expected_peak_rps: default_peak(), node_profile: NodeProfile::default(), max_replicas: None }
+        Self {
+            expected_peak_rps: default_peak(),
+            node_profile: NodeProfile::default(),
+            max_replicas: None,
+            stock_buckets: 1,
+        }
     }
 }
 
@@ -379,6 +398,8 @@ mod tests {
             "shortNames:",
             "status: {}",
             "the event name must be a DNS-1035 label",
+            "capacity.stockBuckets above 1 needs strategy kafka-async",
+            "maximum: 64",
         ] {
             assert!(yaml.contains(expected), "CRD lacks {expected:?}");
         }

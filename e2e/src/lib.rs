@@ -160,6 +160,7 @@ impl Scope {
             start_ms: couponrush_core::wall_clock_ms() + i64::try_from(opens_in.as_millis())?,
             end_ms: None,
             strategy,
+            buckets: 1,
         };
         self.prewarm_spec(round, &spec).await
     }

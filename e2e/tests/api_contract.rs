@@ -292,8 +292,14 @@ async fn a_per_user_limit_of_two_gives_two_coupons_and_no_third() -> anyhow::Res
     {
         let scope = Scope::new("per-user").await?;
         let round = scope.round("two-each")?;
-        let spec =
-            RoundSpec { stock: 10, per_user: 2, start_ms: couponrush_core::wall_clock_ms(), end_ms: None, strategy };
+        let spec = RoundSpec {
+            stock: 10,
+            per_user: 2,
+            start_ms: couponrush_core::wall_clock_ms(),
+            end_ms: None,
+            strategy,
+            buckets: 1,
+        };
         scope.prewarm_spec(&round, &spec).await?;
         let issuer = scope.start_issuer().await?;
         let consumer = scope.start_consumer().await?;
@@ -346,6 +352,7 @@ async fn a_queue_round_refuses_more_than_one_per_user() -> anyhow::Result<()> {
         start_ms: couponrush_core::wall_clock_ms(),
         end_ms: None,
         strategy: Strategy::Queue,
+        buckets: 1,
     };
     let refused = scope.prewarm_spec(&round, &spec).await.expect_err("a queue round with perUser 2");
     assert!(format!("{refused:#}").contains("perUser must be 1"), "{refused:#}");
@@ -366,6 +373,7 @@ async fn the_gate_opens_at_start_and_closes_at_end() -> anyhow::Result<()> {
         start_ms: redis_now_ms + 2_000,
         end_ms: Some(redis_now_ms + 4_000),
         strategy: Strategy::KafkaAsync,
+        buckets: 1,
     };
     scope.prewarm_spec(&round, &spec).await?;
     let issuer = scope.start_issuer().await?;

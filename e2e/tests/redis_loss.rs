@@ -140,6 +140,7 @@ async fn flushed_round_stops_admitting_until_recovered_from_kafka() -> anyhow::R
         start_ms: couponrush_core::wall_clock_ms(),
         end_ms: None,
         strategy: Strategy::KafkaAsync,
+        buckets: 1,
     };
     scope.prewarm_spec(&round, &spec).await?;
     let issuer = scope.start_issuer().await?;

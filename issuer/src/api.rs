@@ -729,6 +729,7 @@ mod tests {
             start_ms: 1_700_000_000_000,
             end_ms: None,
             paused: false,
+            buckets: 1,
         };
         for (remaining, state) in [(10, "LIVE"), (0, "SOLD_OUT")] {
             let fake =

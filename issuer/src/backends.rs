@@ -8,7 +8,8 @@ use couponrush_core::db;
 use couponrush_core::event::{EventId, Strategy};
 use couponrush_core::message::Attribution;
 use couponrush_core::round_store::admission;
-use couponrush_core::round_store::meta::round_meta;
+use couponrush_core::round_store::buckets::home_bucket;
+use couponrush_core::round_store::meta::{RoundTotals, round_totals};
 
 use crate::api::{Backends, Holding, RoundCounts};
 use crate::auth::Authenticator;
@@ -54,7 +55,7 @@ impl Backends for AppState {
             let _guard = guard;
             let result = strategies::issue(&self, &live, &user, &attribution).await;
             if let Err(error) = &result
-                && error.outcome_unknown()
+                && error.needs_settling()
                 && live.strategy == Strategy::KafkaAsync
             {
                 let guard = self.admissions.enter();
@@ -76,9 +77,11 @@ impl Backends for AppState {
         if live.strategy != Strategy::KafkaAsync {
             return Ok(Holding::Coupon { seq: persisted.last().copied(), persisted: true });
         }
-        // The latest coupon the user holds (the highest slot), as for the other strategies.
+        // The latest coupon the user holds (the highest slot), as for the other strategies;
+        // in the user's home bucket, which holds the user's record whatever bucket gave it.
         let mut redis = self.redis.clone();
-        let held = admission::held_coupons(&mut redis, &live.keys, user)
+        let (home_keys, _) = live.bucket(home_bucket(user, live.buckets));
+        let held = admission::held_coupons(&mut redis, home_keys, user)
             .await
             .map_err(|error| IssueError::ReadResult(error.into()))?;
         Ok(match held.last().map(|(_, seq)| *seq) {
@@ -89,8 +92,9 @@ impl Backends for AppState {
 
     async fn counts(&self, live: &LiveRound) -> Result<Option<RoundCounts>, IssueError> {
         let mut redis = self.redis.clone();
-        let Some(meta) =
-            round_meta(&mut redis, &live.keys).await.map_err(|error| IssueError::ReadResult(error.into()))?
+        // Summed over the round's stock buckets (one, unless it has more).
+        let Some(RoundTotals { meta, missing: 0 }) =
+            round_totals(&mut redis, &live.round).await.map_err(|error| IssueError::ReadResult(error.into()))?
         else {
             return Ok(None);
         };

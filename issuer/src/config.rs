@@ -204,6 +204,10 @@ pub struct PrewarmArgs {
     pub ends_at: Option<jiff::Timestamp>,
     #[arg(long, default_value = "kafka-async")]
     pub strategy: Strategy,
+    /// Stock buckets (docs/scale.md): more than 1 spreads the round's admissions over as
+    /// many Redis Cluster shards; kafka-async with --per-user 1 only.
+    #[arg(long, default_value_t = 1)]
+    pub stock_buckets: u32,
 }
 
 #[derive(Debug, Clone, Args)]

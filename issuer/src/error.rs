@@ -34,6 +34,10 @@ pub enum IssueError {
     RoundRegressed { seq_in_redis: u32, seen: u32 },
     #[error("the admission task panicked")]
     Panicked(#[source] tokio::task::JoinError),
+    #[error("another request of the user is taking a coupon from another stock bucket (retry in {retry_after_ms} ms)")]
+    SpillPending { retry_after_ms: i64 },
+    #[error("a newer request of the user took over this request's stock-bucket reservation")]
+    SpillSuperseded,
 }
 
 impl IssueError {
@@ -50,6 +54,8 @@ impl IssueError {
             IssueError::ReadResult(_) => "read_result",
             IssueError::RoundVanished | IssueError::RoundRegressed { .. } => "round_lost",
             IssueError::Panicked(_) => "panicked",
+            IssueError::SpillPending { .. } => "spill_pending",
+            IssueError::SpillSuperseded => "spill_superseded",
         }
     }
 
@@ -64,8 +70,16 @@ impl IssueError {
             }
             IssueError::Database(error) => commit_may_have_happened(error),
             IssueError::Panicked(_) => true,
+            // Another request of the user decides; a retry (or GET) tells.
+            IssueError::SpillPending { .. } | IssueError::SpillSuperseded => true,
             _ => false,
         }
+    }
+
+    /// Whether a task must settle the outcome after the answer (publish what the user
+    /// holds): an unknown outcome of this request's own writes, not another request's.
+    pub fn needs_settling(&self) -> bool {
+        self.outcome_unknown() && !matches!(self, IssueError::SpillPending { .. })
     }
 
     /// Whether the round must stop admitting until its Redis state is recovered.

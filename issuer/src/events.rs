@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use crate::strategies::AdmissionBatches;
 use couponrush_core::event::{EventId, RoundId, Strategy};
 use couponrush_core::redis_conn::{RedisConn, RedisTarget};
-use couponrush_core::round_store::keys::{RoundKeys, SOLD_OUT_CHANNEL};
-use couponrush_core::round_store::meta::{current_round, round_meta};
+use couponrush_core::round_store::buckets::{bucket_of_seq, count_of_seq};
+use couponrush_core::round_store::keys::{RoundKeys, SOLD_OUT_CHANNEL, bucket_label, parse_bucket_label};
+use couponrush_core::round_store::meta::{RoundMeta, bucket_metas, current_round, round_meta};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -32,16 +33,24 @@ pub const OPENING_MARGIN: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub struct LiveRound {
     pub round: RoundId,
-    /// `namespace/name:round`, the sold-out channel's payload.
+    /// `namespace/name:round`, the sold-out channel's payload (of bucket 0).
     pub label: String,
+    /// Bucket 0's keys: all of the round's keys unless its stock is split into buckets.
     pub keys: RoundKeys,
     pub strategy: Strategy,
     pub stock: AtomicU32,
+    /// The round's stock buckets (1 for a round without; see `strategies::kafka_async`).
+    pub buckets: u32,
+    /// Each bucket's keys and label (the hash tag's content and its sold-out payload).
+    bucket_keys: Vec<(RoundKeys, String)>,
     sold_out: AtomicBool,
-    /// The highest seq this issuer has seen handed out (by its own admissions or in
-    /// Redis). Redis' counter never goes below it unless Redis lost writes; the
-    /// admission script refuses to admit then.
-    seq_seen: AtomicU32,
+    /// Per bucket: sold out, as far as this issuer knows. The round is sold out (answered
+    /// from memory) once every bucket is.
+    bucket_sold_out: Vec<AtomicBool>,
+    /// Per bucket, the highest seq counter this issuer has seen it reach (by its own
+    /// admissions or in Redis; for one bucket, the highest seq). Redis' counter never
+    /// goes below it unless Redis lost writes; the admission scripts refuse to admit then.
+    seq_seen: Vec<AtomicU32>,
     /// The round's pointer or keys vanished from Redis while this issuer served it.
     vanished: AtomicBool,
     /// The event's owner stopped admissions (`spec.paused`, written to the round's meta
@@ -54,14 +63,34 @@ pub struct LiveRound {
 }
 
 impl LiveRound {
+    /// A round of one bucket (the tests' rounds).
+    #[cfg(test)]
     pub(crate) fn new(round: RoundId, strategy: Strategy, stock: u32, seq_seen: u32, start_ms: i64) -> Self {
+        Self::with_buckets(round, strategy, stock, &[seq_seen], start_ms)
+    }
+
+    /// A round of `seq_seen.len()` buckets (at least one), each with the seq counter seen.
+    pub(crate) fn with_buckets(
+        round: RoundId,
+        strategy: Strategy,
+        stock: u32,
+        seq_seen: &[u32],
+        start_ms: i64,
+    ) -> Self {
+        let floors = if seq_seen.is_empty() { &[0][..] } else { seq_seen };
+        let buckets = u32::try_from(floors.len()).unwrap_or(1);
         Self {
-            seq_seen: AtomicU32::new(seq_seen),
+            seq_seen: floors.iter().map(|seen| AtomicU32::new(*seen)).collect(),
             vanished: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             start_ms: AtomicI64::new(start_ms),
             label: round.to_string(),
             keys: RoundKeys::new(&round),
+            bucket_keys: (0..buckets)
+                .map(|bucket| (RoundKeys::bucket(&round, bucket), bucket_label(&round, bucket)))
+                .collect(),
+            buckets,
+            bucket_sold_out: (0..buckets).map(|_| AtomicBool::new(false)).collect(),
             round,
             strategy,
             stock: AtomicU32::new(stock),
@@ -70,13 +99,31 @@ impl LiveRound {
         }
     }
 
-    /// The highest seq seen so far: Redis' counter must be at least this.
-    pub fn seq_floor(&self) -> u32 {
-        self.seq_seen.load(Ordering::Relaxed)
+    /// Bucket `bucket`'s keys and label (bucket 0's for a bucket the round does not have).
+    pub fn bucket(&self, bucket: u32) -> (&RoundKeys, &str) {
+        let (keys, label) = self.bucket_keys.get(bucket as usize).unwrap_or(&self.bucket_keys[0]);
+        (keys, label)
     }
 
+    /// The highest seq counter of `bucket` seen so far: Redis' counter must be at least this.
+    pub fn seq_floor(&self, bucket: u32) -> u32 {
+        self.seq_seen.get(bucket as usize).map_or(0, |seen| seen.load(Ordering::Relaxed))
+    }
+
+    /// Every bucket's floor, bucket 0 first.
+    fn seq_floors(&self) -> Vec<u32> {
+        self.seq_seen.iter().map(|seen| seen.load(Ordering::Relaxed)).collect()
+    }
+
+    /// Notes that `seq` was handed out (by the bucket the seq belongs to).
     pub fn saw_seq(&self, seq: u32) {
-        self.seq_seen.fetch_max(seq, Ordering::Relaxed);
+        self.saw_count(bucket_of_seq(seq, self.buckets), count_of_seq(seq, self.buckets));
+    }
+
+    fn saw_count(&self, bucket: u32, count: u32) {
+        if let Some(seen) = self.seq_seen.get(bucket as usize) {
+            seen.fetch_max(count, Ordering::Relaxed);
+        }
     }
 
     /// Whether the round's state vanished from Redis: admissions stay paused (503) rather
@@ -113,6 +160,11 @@ impl LiveRound {
         self.sold_out.load(Ordering::Relaxed)
     }
 
+    /// Whether `bucket` is sold out as far as this issuer knows.
+    pub fn is_bucket_sold_out(&self, bucket: u32) -> bool {
+        self.bucket_sold_out.get(bucket as usize).is_some_and(|flag| flag.load(Ordering::Relaxed))
+    }
+
     /// The opening, if this issuer's clock puts `now_ms` more than [`OPENING_MARGIN`]
     /// before it: the request can be answered NOT_STARTED without asking Redis. Redis'
     /// clock decides the opening itself (the admission script's gate); the margin covers
@@ -124,15 +176,39 @@ impl LiveRound {
         (now_ms < start_ms.saturating_sub(margin_ms)).then_some(start_ms)
     }
 
+    /// The whole round (every bucket) is sold out.
     pub fn mark_sold_out(&self) {
+        for flag in &self.bucket_sold_out {
+            flag.store(true, Ordering::Relaxed);
+        }
         if !self.sold_out.swap(true, Ordering::Relaxed) {
             tracing::info!(round = %self.label, "round sold out: answering from memory from now on");
         }
     }
 
-    fn reopen(&self) {
+    /// `bucket` is sold out; the round is once every bucket is.
+    pub fn mark_bucket_sold_out(&self, bucket: u32) {
+        if let Some(flag) = self.bucket_sold_out.get(bucket as usize) {
+            flag.store(true, Ordering::Relaxed);
+        }
+        if self.bucket_sold_out.iter().all(|flag| flag.load(Ordering::Relaxed)) {
+            self.mark_sold_out();
+        }
+    }
+
+    /// `bucket` has stock again (raised stock, a coupon given back).
+    fn reopen_bucket(&self, bucket: u32) {
+        if let Some(flag) = self.bucket_sold_out.get(bucket as usize) {
+            flag.store(false, Ordering::Relaxed);
+        }
         if self.sold_out.swap(false, Ordering::Relaxed) {
-            tracing::info!(round = %self.label, "round has stock again");
+            tracing::info!(round = %self.label, bucket, "round has stock again");
+        }
+    }
+
+    fn reopen(&self) {
+        for bucket in 0..self.buckets {
+            self.reopen_bucket(bucket);
         }
     }
 }
@@ -144,9 +220,9 @@ enum Cached {
 
 pub struct Events {
     cache: RwLock<HashMap<EventId, Cached>>,
-    /// The highest seq seen of rounds that left the cache (their pointer vanished or
-    /// moved): if such a round comes back, it must not restart below it.
-    seq_seen: RwLock<HashMap<RoundId, u32>>,
+    /// The highest seq counters seen (per bucket) of rounds that left the cache (their
+    /// pointer vanished or moved): if such a round comes back, it must not restart below.
+    seq_seen: RwLock<HashMap<RoundId, Vec<u32>>>,
     redis: RedisConn,
 }
 
@@ -160,8 +236,12 @@ impl Events {
         if let Some(Cached::Known(live)) = removed
             && let Ok(mut seen) = self.seq_seen.write()
         {
-            let floor = seen.entry(live.round.clone()).or_default();
-            *floor = (*floor).max(live.seq_floor());
+            let floors = seen.entry(live.round.clone()).or_default();
+            let seen_now = live.seq_floors();
+            floors.resize(floors.len().max(seen_now.len()), 0);
+            for (floor, now) in floors.iter_mut().zip(seen_now) {
+                *floor = (*floor).max(now);
+            }
         }
     }
 
@@ -211,14 +291,36 @@ impl Events {
         let Some(meta) = round_meta(&mut redis, &keys).await? else {
             return Ok(None);
         };
-        let remembered = self.seq_seen.read().ok().and_then(|seen| seen.get(&round).copied()).unwrap_or(0);
-        if meta.seq < remembered {
-            tracing::error!(%round, seq_in_redis = meta.seq, seq_seen = remembered, "the round came back in Redis with a lower seq counter: Redis lost writes; admissions stay paused");
+        let metas =
+            if meta.buckets > 1 { bucket_metas(&mut redis, &round, meta.buckets).await? } else { vec![Some(meta)] };
+        let remembered = self.seq_seen.read().ok().and_then(|seen| seen.get(&round).cloned()).unwrap_or_default();
+        let mut floors = Vec::with_capacity(metas.len());
+        for (bucket, meta) in metas.iter().enumerate() {
+            let seq = meta.as_ref().map_or(0, |meta| meta.seq);
+            let floor = remembered.get(bucket).copied().unwrap_or(0);
+            if seq < floor {
+                tracing::error!(%round, bucket, seq_in_redis = seq, seq_seen = floor, "the round came back in Redis with a lower seq counter: Redis lost writes; admissions stay paused");
+            }
+            floors.push(seq.max(floor));
         }
-        let live = LiveRound::new(round, strategy, meta.stock, meta.seq.max(remembered), meta.start_ms);
-        live.set_paused(meta.paused);
-        if tracks_remaining(strategy) && meta.remaining == 0 {
-            live.mark_sold_out();
+        let present: Vec<&RoundMeta> = metas.iter().flatten().collect();
+        let stock = present.iter().map(|meta| meta.stock).sum();
+        let first = present.first().map_or(0, |meta| meta.start_ms);
+        let live = LiveRound::with_buckets(round, strategy, stock, &floors, first);
+        if present.len() < metas.len() {
+            // A bucket's keys are gone (its shard lost them): admitting in the others
+            // would look fine while that bucket's seqs could be handed out again.
+            live.mark_vanished();
+        }
+        if let Some(meta) = present.first() {
+            live.set_paused(meta.paused);
+        }
+        if tracks_remaining(strategy) {
+            for (bucket, meta) in (0u32..).zip(&metas) {
+                if meta.as_ref().is_some_and(|meta| meta.remaining == 0) {
+                    live.mark_bucket_sold_out(bucket);
+                }
+            }
         }
         Ok(Some(Arc::new(live)))
     }
@@ -265,34 +367,48 @@ impl Events {
                 self.forget(&event);
                 continue;
             }
-            // The floor is read before Redis is asked: admissions answered while the read
-            // is on its way raise it past what the read can show, and comparing with that
-            // raised floor called a healthy Redis "lost writes" (35-41 false errors per
-            // saturating run in bench/pod.sh). Every seq seen before the read was
-            // handed out by Redis before it, so a read below this floor is a real loss.
-            let floor_before_read = live.seq_floor();
-            let meta = round_meta(&mut redis, &live.keys).await;
-            if let Ok(None) = meta {
+            // The floors are read before Redis is asked: admissions answered while the
+            // read is on its way raise them past what the read can show, and comparing
+            // with a raised floor called a healthy Redis "lost writes" (35-41 false errors
+            // per saturating run in bench/pod.sh). Every seq seen before the read was
+            // handed out by Redis before it, so a read below these floors is a real loss.
+            let floors_before_read = live.seq_floors();
+            let metas = if live.buckets > 1 {
+                bucket_metas(&mut redis, &live.round, live.buckets).await
+            } else {
+                round_meta(&mut redis, &live.keys).await.map(|meta| vec![meta])
+            };
+            let Ok(metas) = metas else {
+                continue;
+            };
+            if metas.iter().any(Option::is_none) {
                 live.mark_vanished();
+                continue;
             }
-            if let Ok(Some(meta)) = meta {
-                live.reappeared();
-                if meta.seq < floor_before_read {
-                    tracing::error!(round = %live.label, seq_in_redis = meta.seq, seq_seen = floor_before_read, "Redis' seq counter went back: Redis lost writes; admissions are paused");
+            live.reappeared();
+            let mut stock = 0u32;
+            for (bucket, meta) in (0u32..).zip(metas.iter().flatten()) {
+                let floor = floors_before_read.get(bucket as usize).copied().unwrap_or(0);
+                if meta.seq < floor {
+                    tracing::error!(round = %live.label, bucket, seq_in_redis = meta.seq, seq_seen = floor, "Redis' seq counter went back: Redis lost writes; admissions are paused");
                 }
-                live.saw_seq(meta.seq);
-                live.set_paused(meta.paused);
-                live.start_ms.store(meta.start_ms, Ordering::Relaxed);
-                let old_stock = live.stock.swap(meta.stock, Ordering::Relaxed);
+                live.saw_count(bucket, meta.seq);
+                stock = stock.saturating_add(meta.stock);
                 if tracks_remaining(live.strategy) {
                     if meta.remaining > 0 {
-                        live.reopen();
+                        live.reopen_bucket(bucket);
                     } else {
-                        live.mark_sold_out();
+                        live.mark_bucket_sold_out(bucket);
                     }
-                } else if meta.stock > old_stock {
-                    live.reopen();
                 }
+            }
+            if let Some(meta) = metas.first().and_then(Option::as_ref) {
+                live.set_paused(meta.paused);
+                live.start_ms.store(meta.start_ms, Ordering::Relaxed);
+            }
+            let old_stock = live.stock.swap(stock, Ordering::Relaxed);
+            if !tracks_remaining(live.strategy) && stock > old_stock {
+                live.reopen();
             }
         }
         if let Ok(mut cache) = self.cache.write() {
@@ -300,10 +416,14 @@ impl Events {
         }
     }
 
+    /// A bucket's sold-out message (its label: the round's for bucket 0).
     fn mark_sold_out_by_label(&self, label: &str) {
+        let Some((round_label, bucket)) = parse_bucket_label(label) else {
+            return;
+        };
         for (_, live) in self.known() {
-            if live.label == label {
-                live.mark_sold_out();
+            if live.label == round_label {
+                live.mark_bucket_sold_out(bucket);
             }
         }
     }
@@ -381,5 +501,31 @@ mod tests {
         // From the margin on, Redis' clock decides.
         assert_eq!(live.opens_after(opening - margin), None);
         assert_eq!(live.opens_after(opening + 5), None);
+    }
+
+    #[test]
+    fn a_bucketed_round_is_sold_out_only_once_every_bucket_is() {
+        let round = couponrush_core::event::EventId::new("shop", "sale").expect("valid").round(1);
+        let live = LiveRound::with_buckets(round, Strategy::KafkaAsync, 1_000, &[0, 0, 0], 0);
+        live.mark_bucket_sold_out(2);
+        live.mark_bucket_sold_out(0);
+        assert!(!live.is_sold_out(), "bucket 1 still has stock");
+        assert!(live.is_bucket_sold_out(2) && !live.is_bucket_sold_out(1));
+        live.mark_bucket_sold_out(1);
+        assert!(live.is_sold_out());
+        live.reopen_bucket(1);
+        assert!(!live.is_sold_out() && live.is_bucket_sold_out(0));
+    }
+
+    #[test]
+    fn seqs_raise_the_floor_of_their_own_bucket() {
+        let round = couponrush_core::event::EventId::new("shop", "sale").expect("valid").round(1);
+        let live = LiveRound::with_buckets(round.clone(), Strategy::KafkaAsync, 1_000, &[0, 0, 0], 0);
+        // Seq 8 is bucket 1's third (2, 5, 8).
+        live.saw_seq(8);
+        assert_eq!((live.seq_floor(0), live.seq_floor(1), live.seq_floor(2)), (0, 3, 0));
+        let single = LiveRound::new(round, Strategy::KafkaAsync, 10, 0, 0);
+        single.saw_seq(8);
+        assert_eq!(single.seq_floor(0), 8, "one bucket: the floor is the seq, as always");
     }
 }

@@ -43,6 +43,7 @@ async fn prewarm_round(backends: &Backends, args: PrewarmArgs) -> anyhow::Result
         start_ms,
         end_ms: args.ends_at.map(|t| t.as_millisecond()),
         strategy: args.strategy,
+        buckets: args.stock_buckets,
     };
     let mut redis = backends.redis().connect().await?;
     let pool = backends.connect_database(2).await?;
@@ -82,15 +83,11 @@ async fn export_round(backends: &Backends, args: ExportArgs) -> anyhow::Result<(
     let round = EventId::new(&args.round.namespace, &args.round.name)?.round(args.round.round);
     let pool = backends.connect_database(1).await?;
     let written = couponrush_issuer::export::write_round(&pool, &round, args.format, std::io::stdout().lock()).await?;
-    // Redis' winners, where the strategy keeps them, say whether every coupon is stored yet.
+    // Redis' winners (of every stock bucket), where the strategy keeps them, say whether
+    // every coupon is stored yet.
     let stored_all = match backends.redis().connect().await {
         Ok(mut redis) => {
-            let winners: Option<u64> = redis::AsyncCommands::hlen(
-                &mut redis,
-                couponrush_core::round_store::keys::RoundKeys::new(&round).winners,
-            )
-            .await
-            .ok();
+            let winners = couponrush_core::round_store::meta::count_winners(&mut redis, &round).await.ok();
             winners.is_none_or(|winners| winners <= written)
         }
         Err(_) => true,

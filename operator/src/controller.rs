@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use couponrush_core::event::{EventId, RoundId, RoundSpec, Strategy};
 use couponrush_core::prewarm::{self, PrewarmError};
-use couponrush_core::round_store::keys::RoundKeys;
-use couponrush_core::round_store::meta::{current_round, round_meta, set_paused};
+use couponrush_core::round_store::meta::{
+    RoundTotals, count_winners, current_round, round_buckets, round_totals, set_paused,
+};
 use couponrush_core::{db, reconcile};
 use couponrush_crds::{CouponEvent, CouponEventStatus, Phase};
 use futures::StreamExt;
@@ -27,7 +28,6 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use redis::AsyncCommands;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -227,18 +227,20 @@ async fn pinned_strategy(clients: &Clients, round: &RoundId, spec: Strategy) -> 
     Ok(current.filter(|(current, _)| current == round).map(|(_, strategy)| strategy).filter(|s| *s != spec))
 }
 
-/// What Redis and MySQL hold for the round; `None` before it was pre-warmed.
+/// What Redis and MySQL hold for the round (summed over its stock buckets); `None`
+/// before it was pre-warmed.
 async fn observe(clients: &Clients, round: &RoundId, strategy: Strategy) -> Result<Option<Observed>, Error> {
-    let keys = RoundKeys::new(round);
     let mut redis = clients.redis.clone();
-    let Some(meta) = round_meta(&mut redis, &keys).await.map_err(Error::ObserveRedis)? else {
+    let Some(RoundTotals { meta, missing }) = round_totals(&mut redis, round).await.map_err(Error::ObserveRedis)?
+    else {
         return Ok(None);
     };
     let persisted =
         u32::try_from(db::count_coupons(&clients.db, round).await.map_err(Error::ObserveDatabase)?).unwrap_or(u32::MAX);
     let observed = if strategy.counts_in_redis() {
-        let issued: u32 = redis.hlen(&keys.winners).await.map_err(Error::ObserveRedis)?;
-        Observed { remaining: meta.remaining, issued, persisted, admitted: meta.seq }
+        let issued = count_winners(&mut redis, round).await.map_err(Error::ObserveRedis)?;
+        let issued = u32::try_from(issued).unwrap_or(u32::MAX);
+        Observed { remaining: meta.remaining, issued, persisted, admitted: meta.seq, missing_buckets: missing }
     } else {
         match db::round_row(&clients.db, round).await.map_err(Error::ObserveDatabase)? {
             Some(row) => Observed {
@@ -246,6 +248,7 @@ async fn observe(clients: &Clients, round: &RoundId, strategy: Strategy) -> Resu
                 issued: row.issued,
                 persisted,
                 admitted: row.issued,
+                missing_buckets: 0,
             },
             None => return Ok(None),
         }
@@ -334,6 +337,20 @@ async fn apply_pass(ce: &CouponEvent, context: &Context) -> Result<Duration, Err
         (Phase::Warming | Phase::Live, RoundState::Intact) => {
             clients.ensure_topic_once(&topic, sizing.partitions).await?;
             clients.migrate_once().await?;
+            let mut redis = clients.redis.clone();
+            // A pre-warmed round keeps its stock buckets (its seqs and users are spread by
+            // them); a change applies from the next round.
+            let wanted = ce.spec.capacity.stock_buckets;
+            let buckets = match round_buckets(&mut redis, &round).await.map_err(Error::ObserveRedis)? {
+                Some(pinned) if pinned != wanted => {
+                    refusals.push((
+                        "StockBucketsLocked",
+                        format!("stockBuckets cannot change for a pre-warmed round; its {pinned} stand"),
+                    ));
+                    pinned
+                }
+                _ => wanted,
+            };
             let spec = RoundSpec {
                 stock: ce.spec.stock,
                 per_user: ce.spec.per_user,
@@ -341,8 +358,8 @@ async fn apply_pass(ce: &CouponEvent, context: &Context) -> Result<Duration, Err
                 end_ms: plan.ends_at.map(|t| t.as_millisecond()),
                 // Before the round opens the strategy may still change; after, it is pinned.
                 strategy: if decision.phase == Phase::Warming { ce.spec.strategy } else { strategy },
+                buckets,
             };
-            let mut redis = clients.redis.clone();
             match prewarm::prewarm(&mut redis, &clients.db, &round, &spec).await {
                 Ok(_) => {}
                 Err(error @ PrewarmError::RoundAlreadyRan(_)) => {
@@ -438,7 +455,8 @@ async fn apply_pass(ce: &CouponEvent, context: &Context) -> Result<Duration, Err
     // Said once per round, as it starts warming: nothing the operator does can fix it.
     if status.phase == Phase::Warming
         && previous.phase != Phase::Warming
-        && let Some(warning) = redis_shard_overload(ce.spec.capacity.expected_peak_rps, ce.spec.stock)
+        && let Some(warning) =
+            redis_shard_overload(ce.spec.capacity.expected_peak_rps, ce.spec.stock, ce.spec.capacity.stock_buckets)
     {
         tracing::warn!(%round, "{warning}");
         publish(context, ce, EventType::Warning, "RedisShardOverloaded", Some(warning)).await;

@@ -109,7 +109,7 @@ mod tests {
     use super::*;
 
     fn seen(issued: u32, persisted: u32) -> Result<Option<Observed>, ()> {
-        Ok(Some(Observed { remaining: 0, issued, persisted, admitted: issued }))
+        Ok(Some(Observed { remaining: 0, issued, persisted, admitted: issued, missing_buckets: 0 }))
     }
 
     fn s(seconds: u64) -> Duration {

@@ -25,8 +25,12 @@ pub struct Observed {
     /// Rows in MySQL.
     pub persisted: u32,
     /// Admissions ever made in the round, rolled-back ones included (Redis' `seq`, which
-    /// never goes down; the issued count where counts live in MySQL).
+    /// never goes down, summed over the stock buckets; the issued count where counts live
+    /// in MySQL).
     pub admitted: u32,
+    /// Stock buckets whose keys are gone while the round's bucket 0 is there (their shard
+    /// lost them): the counts above miss them.
+    pub missing_buckets: u32,
 }
 
 /// Whether Redis still holds the round that was reported.
@@ -51,7 +55,8 @@ impl RoundState {
 /// operator's own teardown removes an opened round's keys, and it reports Completed
 /// before anything else can look; so keys gone after the round opened, fewer
 /// admissions than were already reported issued (`seq` never goes down), or fewer
-/// winners than MySQL rows all mean the state was lost.
+/// winners than MySQL rows all mean the state was lost; so does one stock bucket's keys
+/// gone while the others are there (only teardown removes them, bucket 0 last).
 pub fn round_state(plan: &RoundPlan, previous: &CouponEventStatus, observed: Option<Observed>) -> RoundState {
     let same_round = previous.round == Some(plan.round);
     if !same_round || previous.phase == Phase::Completed {
@@ -61,6 +66,7 @@ pub fn round_state(plan: &RoundPlan, previous: &CouponEventStatus, observed: Opt
         previous.started_at.is_some() && matches!(previous.phase, Phase::Live | Phase::SoldOut | Phase::Draining);
     match observed {
         None if opened => RoundState::Lost("KeysGone"),
+        Some(o) if o.missing_buckets > 0 => RoundState::Lost("BucketKeysGone"),
         Some(o) if o.issued < o.persisted => RoundState::Lost("FewerWinnersThanRows"),
         Some(o) if previous.issued.is_some_and(|reported| o.admitted < reported) => RoundState::Lost("WentBackInTime"),
         _ => RoundState::Intact,
@@ -154,7 +160,7 @@ mod tests {
     }
 
     fn observed(remaining: u32, issued: u32, persisted: u32) -> Option<Observed> {
-        Some(Observed { remaining, issued, persisted, admitted: issued })
+        Some(Observed { remaining, issued, persisted, admitted: issued, missing_buckets: 0 })
     }
 
     #[test]
@@ -221,14 +227,17 @@ mod tests {
             Decision { phase: Phase::Live, requeue: COUNT_EVERY }
         );
         // Back in time: fewer admissions than already reported, or fewer winners than rows.
-        let stale = Some(Observed { remaining: 7, issued: 3, persisted: 3, admitted: 3 });
+        let stale = Some(Observed { remaining: 7, issued: 3, persisted: 3, admitted: 3, missing_buckets: 0 });
         assert_eq!(round_state(&plan(None), &live, stale), RoundState::Lost("WentBackInTime"));
-        let behind = Some(Observed { remaining: 7, issued: 3, persisted: 5, admitted: 9 });
+        let behind = Some(Observed { remaining: 7, issued: 3, persisted: 5, admitted: 9, missing_buckets: 0 });
         assert_eq!(round_state(&plan(None), &live, behind), RoundState::Lost("FewerWinnersThanRows"));
         assert_eq!(decide(&plan(None), &TIMING, &live, behind, at(30)).phase, Phase::Live);
         // A rolled-back admission lowers `issued` but not `seq`: intact.
-        let rolled_back = Some(Observed { remaining: 5, issued: 5, persisted: 5, admitted: 6 });
+        let rolled_back = Some(Observed { remaining: 5, issued: 5, persisted: 5, admitted: 6, missing_buckets: 0 });
         assert_eq!(round_state(&plan(None), &live, rolled_back), RoundState::Intact);
+        // One stock bucket's keys gone (its shard lost them), the others there.
+        let bucket_gone = Some(Observed { remaining: 5, issued: 5, persisted: 5, admitted: 6, missing_buckets: 1 });
+        assert_eq!(round_state(&plan(None), &live, bucket_gone), RoundState::Lost("BucketKeysGone"));
         // Draining keeps draining, not Completed.
         let mut draining = status(Phase::Draining);
         draining.started_at = Some(Time(at(0)));

@@ -7,6 +7,7 @@
 //! `bench/pod.sh`, part of `make bench`; see BENCH.md), never fewer than two (one
 //! may be disrupted) nor more than the event's `maxReplicas`.
 
+use couponrush_core::round_store::buckets::MAX_STOCK_BUCKETS;
 use couponrush_crds::{Capacity, NodeProfile};
 
 /// Requests one issuer pod is planned to take on the admission path, per vCPU of its
@@ -69,19 +70,23 @@ pub const REDIS_SHARD_ADMISSIONS_PER_SECOND: u32 = 55_000;
 /// Why a round's admissions would outrun one Redis shard, if they would: the crowd
 /// offers more requests per second than the shard admits, and the stock keeps the shard
 /// admitting longer than an issuer waits for a Redis reply, so admissions queue past that
-/// wait and come back as 503s (exactness holds; speed does not). A round's keys live on
-/// one shard by design; stock buckets across shards are the remedy (docs/scale.md,
-/// designed, not built), so until then the operator says so before the round opens.
-pub fn redis_shard_overload(expected_peak_rps: u32, stock: u32) -> Option<String> {
-    let busy_seconds = f64::from(stock) / f64::from(REDIS_SHARD_ADMISSIONS_PER_SECOND);
+/// wait and come back as 503s (exactness holds; speed does not). A round of `buckets`
+/// stock buckets spreads both over that many shards (docs/scale.md): each shard sees
+/// peak / N requests and holds stock / N coupons.
+pub fn redis_shard_overload(expected_peak_rps: u32, stock: u32, buckets: u32) -> Option<String> {
+    let buckets = buckets.max(1);
+    let shard_rps = expected_peak_rps / buckets;
+    let shard_stock = stock.div_ceil(buckets);
+    let busy_seconds = f64::from(shard_stock) / f64::from(REDIS_SHARD_ADMISSIONS_PER_SECOND);
     let wait_seconds = couponrush_core::redis_conn::RESPONSE_TIMEOUT.as_secs_f64();
-    (expected_peak_rps > REDIS_SHARD_ADMISSIONS_PER_SECOND && busy_seconds > wait_seconds).then(|| {
+    (shard_rps > REDIS_SHARD_ADMISSIONS_PER_SECOND && busy_seconds > wait_seconds).then(|| {
+        let needed = expected_peak_rps.div_ceil(REDIS_SHARD_ADMISSIONS_PER_SECOND).min(MAX_STOCK_BUCKETS);
         format!(
-            "{expected_peak_rps} requests/s for a stock of {stock} outrun one Redis shard \
-             ({REDIS_SHARD_ADMISSIONS_PER_SECOND} admissions/s): admitting the stock keeps it busy \
-             {busy_seconds:.1} s, longer than the {wait_seconds:.0} s an issuer waits for Redis, \
-             so requests will time out as 503s; a round lives on one shard, so split the stock \
-             over smaller rounds or events (docs/scale.md)"
+            "{expected_peak_rps} requests/s for a stock of {stock} over {buckets} stock bucket(s) outrun a Redis \
+             shard ({REDIS_SHARD_ADMISSIONS_PER_SECOND} admissions/s): admitting a bucket's {shard_stock} coupons \
+             keeps its shard busy {busy_seconds:.1} s, longer than the {wait_seconds:.0} s an issuer waits for \
+             Redis, so requests will time out as 503s; set capacity.stockBuckets to at least {needed} (kafka-async, \
+             perUser 1) on a Redis Cluster with as many shards (docs/scale.md)"
         )
     })
 }
@@ -133,19 +138,33 @@ mod tests {
     fn a_round_outruns_one_redis_shard_only_with_a_big_crowd_and_a_big_stock() {
         // The plan's two cases (docs/scale.md): a million presses for 1,000 coupons is
         // 18 ms of one shard; for 1,000,000 coupons it is 18 s.
-        assert_eq!(redis_shard_overload(1_000_000, 1_000), None);
-        let warning = redis_shard_overload(1_000_000, 1_000_000).expect("overload");
+        assert_eq!(redis_shard_overload(1_000_000, 1_000, 1), None);
+        let warning = redis_shard_overload(1_000_000, 1_000_000, 1).expect("overload");
         assert!(warning.contains("18.2 s"), "{warning}");
         // A big stock under a crowd one shard keeps up with is fine, and so is the seed event.
-        assert_eq!(redis_shard_overload(50_000, 10_000_000), None);
-        assert_eq!(redis_shard_overload(20_000, 1_000), None);
+        assert_eq!(redis_shard_overload(50_000, 10_000_000, 1), None);
+        assert_eq!(redis_shard_overload(20_000, 1_000, 1), None);
         // The edge: the shard busy for just over the reply wait.
-        assert_eq!(redis_shard_overload(60_000, 110_000), None);
-        assert!(redis_shard_overload(60_000, 111_000).is_some());
+        assert_eq!(redis_shard_overload(60_000, 110_000, 1), None);
+        assert!(redis_shard_overload(60_000, 111_000, 1).is_some());
+    }
+
+    #[test]
+    fn stock_buckets_spread_the_load_over_shards() {
+        // A million presses for a million coupons: the warning names the buckets needed.
+        let warning = redis_shard_overload(1_000_000, 1_000_000, 1).expect("overload");
+        assert!(warning.contains("stockBuckets to at least 19"), "{warning}");
+        // Eight buckets: 125,000 requests/s and 125,000 coupons per shard, still too much.
+        assert!(redis_shard_overload(1_000_000, 1_000_000, 8).is_some());
+        // Nineteen: each shard sees 52,631 requests/s, under its 55,000.
+        assert_eq!(redis_shard_overload(1_000_000, 1_000_000, 19), None);
+        // The 64-bucket bound is the most the warning asks for.
+        let huge = redis_shard_overload(10_000_000, 10_000_000, 1).expect("overload");
+        assert!(huge.contains("at least 64"), "{huge}");
     }
 
     fn capacity(peak: u32, max: Option<u32>) -> Capacity {
-        Capacity { expected_peak_rps: peak, node_profile: NodeProfile::T3Medium, max_replicas: max }
+        Capacity { expected_peak_rps: peak, node_profile: NodeProfile::T3Medium, max_replicas: max, stock_buckets: 1 }
     }
 
     #[test]
@@ -220,8 +239,7 @@ mod tests {
 
     #[test]
     fn bigger_nodes_get_bigger_pods() {
-        let big =
-            size(&Capacity { expected_peak_rps: 20_000, node_profile: NodeProfile::C6iXlarge, max_replicas: None });
+        let big = size(&Capacity { node_profile: NodeProfile::C6iXlarge, ..Capacity::default() });
         assert_eq!(big.issuer.cpu_request_millis, 1_800);
         assert_eq!(big.issuer_replicas, 2);
     }

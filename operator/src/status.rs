@@ -254,7 +254,7 @@ mod tests {
     }
 
     fn counts(remaining: u32, issued: u32, persisted: u32) -> Option<Observed> {
-        Some(Observed { remaining, issued, persisted, admitted: issued })
+        Some(Observed { remaining, issued, persisted, admitted: issued, missing_buckets: 0 })
     }
 
     #[test]
@@ -315,7 +315,7 @@ mod tests {
             previous: &live,
             plan: &p,
             decision: Decision { phase: Phase::Live, requeue: COUNT_EVERY },
-            observed: Some(Observed { remaining: 10, issued: 0, persisted: 3, admitted: 0 }),
+            observed: Some(Observed { remaining: 10, issued: 0, persisted: 3, admitted: 0, missing_buckets: 0 }),
             state: RoundState::Lost("KeysGone"),
             refusals: &[],
             paused: false,

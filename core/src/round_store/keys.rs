@@ -1,12 +1,31 @@
 //! The Redis key layout. Every key of a round starts with `cr:{namespace/name:round}:`;
 //! the braces are a Redis Cluster hash tag, so all of a round lives on one shard and a
-//! single Lua script may touch all of it. Event names cannot contain braces
-//! ([`crate::event::EventId::new`] rejects them), so a tag can never be forged.
+//! single Lua script may touch all of it. A round whose stock is split into buckets
+//! ([`super::buckets`]) keeps bucket 0 under that tag and bucket b ≥ 1 under
+//! `{namespace/name:round#b}`, so each bucket may live on its own shard. Event names
+//! cannot contain braces or `#` ([`crate::event::EventId::new`] rejects them), so a tag
+//! can never be forged.
 
 use crate::event::{EventId, RoundId};
 
-/// Published (with the round id as payload) when a round's last coupon is admitted.
+/// Published when a bucket's last coupon is admitted, with the bucket's label
+/// ([`bucket_label`]) as payload: the round id for a round of one bucket.
 pub const SOLD_OUT_CHANNEL: &str = "couponrush:sold-out";
+
+/// Bucket `bucket`'s label: its hash tag's content and its sold-out payload. Bucket 0 is
+/// the round itself (`namespace/name:round`), bucket b ≥ 1 is `namespace/name:round#b`.
+pub fn bucket_label(round: &RoundId, bucket: u32) -> String {
+    if bucket == 0 { round.to_string() } else { format!("{round}#{bucket}") }
+}
+
+/// Splits a sold-out payload into the round label and the bucket ([`bucket_label`]'s
+/// inverse); `None` for a bucket suffix that is not a number.
+pub fn parse_bucket_label(label: &str) -> Option<(&str, u32)> {
+    match label.rsplit_once('#') {
+        Some((round, bucket)) => bucket.parse().ok().filter(|bucket| *bucket > 0).map(|bucket| (round, bucket)),
+        None => Some((label, 0)),
+    }
+}
 
 /// The event's pointer to its current round: a hash with `round` and `strategy`.
 pub fn current_round_key(event: &EventId) -> String {
@@ -52,11 +71,23 @@ pub struct RoundKeys {
     pub queue_ticket: String,
     /// `queue`: hash of users the scheduler turned away (user → outcome).
     pub queue_results: String,
+    /// Bucketed `kafka-async`, in a user's home bucket: user → `ms:token`, a request
+    /// that found the home bucket empty and is taking a coupon from another bucket.
+    pub spill_reservations: String,
+    /// Bucketed `kafka-async`, in the bucket that gave the coupon: user → `seq:token`,
+    /// coupons this bucket gave to users of other home buckets.
+    pub spilled: String,
 }
 
 impl RoundKeys {
+    /// The round's keys: bucket 0's, the only ones a round of one bucket has.
     pub fn new(round: &RoundId) -> Self {
-        let prefix = format!("cr:{{{round}}}:");
+        Self::bucket(round, 0)
+    }
+
+    /// Bucket `bucket`'s keys (bucket 0: [`RoundKeys::new`]).
+    pub fn bucket(round: &RoundId, bucket: u32) -> Self {
+        let prefix = format!("cr:{{{}}}:", bucket_label(round, bucket));
         let key = |suffix: &str| format!("{prefix}{suffix}");
         Self {
             meta: key("meta"),
@@ -68,11 +99,13 @@ impl RoundKeys {
             queue: key("queue"),
             queue_ticket: key("queue-ticket"),
             queue_results: key("queue-results"),
+            spill_reservations: key("spill-reservations"),
+            spilled: key("spilled"),
         }
     }
 
-    /// Every key of the round, for cleanup.
-    pub fn all(&self) -> [&str; 9] {
+    /// Every key of the bucket, for cleanup.
+    pub fn all(&self) -> [&str; 11] {
         [
             &self.meta,
             &self.winners,
@@ -83,6 +116,8 @@ impl RoundKeys {
             &self.queue,
             &self.queue_ticket,
             &self.queue_results,
+            &self.spill_reservations,
+            &self.spilled,
         ]
     }
 }
@@ -105,6 +140,22 @@ mod tests {
         for key in keys.all() {
             assert!(key.starts_with("cr:{marketing/opening-day:3}:"), "{key}");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn bucket_zero_is_the_round_and_each_other_bucket_has_its_own_tag() -> anyhow::Result<()> {
+        let round = EventId::new("marketing", "opening-day")?.round(3);
+        assert_eq!(RoundKeys::bucket(&round, 0), RoundKeys::new(&round));
+        assert_eq!(RoundKeys::new(&round).winners, "cr:{marketing/opening-day:3}:winners");
+        for key in RoundKeys::bucket(&round, 2).all() {
+            assert!(key.starts_with("cr:{marketing/opening-day:3#2}:"), "{key}");
+        }
+        for bucket in [0, 1, 63] {
+            let label = bucket_label(&round, bucket);
+            assert_eq!(parse_bucket_label(&label), Some(("marketing/opening-day:3", bucket)));
+        }
+        assert_eq!(parse_bucket_label("ns/a:1#x"), None);
         Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! The Redis contract of a round, in one place: the key layout ([`keys`]), the round's
 //! settings and counters and the event's pointer to its current round ([`meta`]), the
+//! arithmetic of stock buckets ([`buckets`]), the
 //! admission scripts shared by issuer and consumer ([`admission`]), the `queue`
 //! strategy's scripts and result codec ([`queue`]), and the gates of the strategies that
 //! decide in MySQL ([`gates`]).
@@ -9,14 +10,15 @@
 //! ([`admission::ScriptError::UnexpectedReply`]), never a guess.
 
 pub mod admission;
+pub mod buckets;
 pub mod gates;
 pub mod keys;
 pub mod meta;
 pub mod queue;
 
 /// Tells every issuer that the round labelled `round_label` is sold out (payload of
-/// [`keys::SOLD_OUT_CHANNEL`]). The admission script publishes it itself when it admits
-/// the last coupon; the strategies that decide in MySQL call this.
+/// [`keys::SOLD_OUT_CHANNEL`]). The admission scripts publish it themselves (per bucket)
+/// when they admit a bucket's last coupon; the strategies that decide in MySQL call this.
 pub async fn announce_sold_out(conn: &mut crate::redis_conn::RedisConn, round_label: &str) -> redis::RedisResult<()> {
     let _receivers: i64 = redis::AsyncCommands::publish(conn, keys::SOLD_OUT_CHANNEL, round_label).await?;
     Ok(())

@@ -102,7 +102,20 @@ impl Spike {
         first_user: usize,
         hang_ups: Option<HangUps>,
     ) -> anyhow::Result<Tally> {
-        let tokens: Vec<String> = (0..self.users).map(|i| crate::token(&user_name(first_user + i))).collect();
+        let names: Vec<String> = (0..self.users).map(|i| user_name(first_user + i)).collect();
+        self.run_named(issue_urls, &names, hang_ups).await
+    }
+
+    /// [`Spike::run`] with the users `names` (`users` is their number), e.g. users
+    /// chosen for the stock bucket they belong to.
+    pub async fn run_named(
+        &self,
+        issue_urls: &[String],
+        names: &[String],
+        hang_ups: Option<HangUps>,
+    ) -> anyhow::Result<Tally> {
+        ensure!(names.len() == self.users, "{} names for {} users", names.len(), self.users);
+        let tokens: Vec<String> = names.iter().map(|name| crate::token(name)).collect();
         let mut order: Vec<usize> =
             (0..self.users).flat_map(|u| std::iter::repeat_n(u, self.requests_per_user)).collect();
         order.shuffle(&mut rand::rng());
@@ -133,7 +146,7 @@ impl Spike {
                         Some(patience) => tokio::time::timeout(patience, answer).await.ok(),
                         None => Some(answer.await),
                     };
-                    (first_user + user, sent, answer)
+                    (user, sent, answer)
                 }
             })
             .buffer_unordered(self.concurrency)
@@ -151,10 +164,10 @@ impl Spike {
                     *tally.by_code.entry(code).or_default() += 1;
                     tally.answered.push((received, answer.status.clone()));
                     match (answer.status.as_str(), answer.seq) {
-                        ("ISSUED", Some(seq)) => tally.issued.push((user_name(user), seq)),
-                        ("ALREADY_ISSUED", Some(seq)) => tally.already.push((user_name(user), seq)),
+                        ("ISSUED", Some(seq)) => tally.issued.push((names[user].clone(), seq)),
+                        ("ALREADY_ISSUED", Some(seq)) => tally.already.push((names[user].clone(), seq)),
                         ("QUEUED", _) => {
-                            tally.queued.insert(user_name(user));
+                            tally.queued.insert(names[user].clone());
                         }
                         _ => {}
                     }

@@ -51,11 +51,12 @@ impl AdmissionBatches {
     pub async fn admit(&self, live: &LiveRound, redis: &RedisConn, user: &str) -> Result<Admission, ScriptError> {
         let queue = self.queue.get_or_init(|| {
             let (queue, waiting) = mpsc::unbounded_channel();
-            tokio::spawn(run_batches(live.keys.clone(), live.label.clone(), redis.clone(), waiting));
+            let (keys, label) = live.bucket(0);
+            tokio::spawn(run_batches(keys.clone(), label.to_owned(), redis.clone(), waiting));
             queue
         });
         let (answer, answered) = oneshot::channel();
-        if queue.send(Waiting { user: user.to_owned(), seq_floor: live.seq_floor(), answer }).is_err() {
+        if queue.send(Waiting { user: user.to_owned(), seq_floor: live.seq_floor(0), answer }).is_err() {
             return Err(batch_lost());
         }
         answered.await.unwrap_or_else(|_| Err(batch_lost()))

@@ -64,6 +64,11 @@ pub async fn issue(
 /// it, tells the other issuers. (A queue round's SOLD_OUT comes from `remaining`, which
 /// its scheduler lowers and then announces itself; announcing twice is harmless.)
 async fn note_sold_out(state: &AppState, live: &LiveRound, admission: &Admission) {
+    // A round of several stock buckets: `kafka_async` notes each bucket it finds empty,
+    // and the round is sold out once all are.
+    if live.buckets > 1 {
+        return;
+    }
     let sold_out = matches!(admission, Admission::SoldOut | Admission::Issued { remaining: 0, .. });
     if !sold_out || live.is_sold_out() {
         return;
