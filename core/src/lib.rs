@@ -2,9 +2,10 @@
 //!
 //! - [`event`]: the name of an event and of its round, the strategy enum, a round's settings.
 //! - [`round_store`]: the Redis contract of a round: key layout (one hash tag per round,
-//!   so a Redis Cluster keeps it on one shard and one Lua script can touch all of it), the
-//!   round's meta, every Lua script (admit, roll back, confirm, the queue's, the gates')
-//!   and the strict parsers of their replies.
+//!   or per stock bucket of a round split over several, so a Redis Cluster keeps each on
+//!   one shard and one Lua script can touch all of it), the round's meta, the buckets'
+//!   arithmetic, every Lua script (admit, the spill path, roll back, confirm, the queue's,
+//!   the gates') and the strict parsers of their replies.
 //! - [`redis_conn`]: one connection type for a single Redis node or a Redis Cluster.
 //! - [`message`]: the Kafka message that carries an admitted coupon to the consumer.
 //! - [`db`]: the MySQL schema (embedded migrations) and the statements that write coupons.

@@ -185,3 +185,80 @@ async fn database_outage_delays_persistence_and_loses_nothing() -> anyhow::Resul
     consumer.stop().await?;
     issuer.stop().await
 }
+
+/// The broker down while a user of an empty stock bucket takes a coupon from another
+/// bucket: the spilled coupon is rolled back in both buckets (the home bucket's winners
+/// and reservation as before, the coupon back in the other bucket's stock and out of its
+/// `spilled` hash) and the answer is 503; with the broker back the same user gets a
+/// coupon from that bucket under a new seq.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_rolls_a_spilled_coupon_back_in_both_buckets() -> anyhow::Result<()> {
+    use couponrush_core::event::RoundSpec;
+    use couponrush_core::round_store::buckets::{home_bucket, seq_of};
+    use couponrush_e2e::load::user_name;
+
+    let scope = Scope::new("kafka-down-spill").await?;
+    let round = scope.round("spill-outage")?;
+    let spec = RoundSpec {
+        stock: 6,
+        per_user: 1,
+        start_ms: couponrush_core::wall_clock_ms(),
+        end_ms: None,
+        strategy: Strategy::KafkaAsync,
+        buckets: 3,
+    };
+    scope.prewarm_spec(&round, &spec).await?;
+    let users: Vec<String> = (0..).map(user_name).filter(|user| home_bucket(user, 3) == 0).take(3).collect();
+    let issuer = scope.start_issuer().await?;
+    let consumer = scope.start_consumer().await?;
+    let client = reqwest::Client::new();
+    let url = issuer.issue_url(&round);
+    let press = |user: &str| client.post(&url).bearer_auth(couponrush_e2e::token(user)).send();
+    // Bucket 0's two coupons.
+    for user in &users[..2] {
+        assert_eq!(press(user).await?.status().as_u16(), 201);
+    }
+    scope.wait_for_rows(&round, 2, Duration::from_secs(20)).await?;
+
+    let (home, donor) = (RoundKeys::bucket(&round, 0), RoundKeys::bucket(&round, 1));
+    let mut redis = scope.redis().await?;
+    backends(&["stop", "kafka"]).await?;
+    let broker = scope.env.kafka_brokers.clone();
+    wait_until("the broker to refuse connections", Duration::from_secs(10), || async {
+        Ok(tokio::net::TcpStream::connect(&broker).await.is_err())
+    })
+    .await?;
+    let spilled_user = &users[2];
+    let refused = press(spilled_user).await?;
+    let status = refused.status().as_u16();
+    let winners: HashMap<String, u32> = redis.hgetall(&home.winners).await?;
+    let reservations: HashMap<String, String> = redis.hgetall(&home.spill_reservations).await?;
+    let given: HashMap<String, String> = redis.hgetall(&donor.spilled).await?;
+    let donor_meta = round_meta(&mut redis, &donor).await?.context("bucket 1")?;
+    backends(&["up", "kafka"]).await?;
+    assert_eq!(status, 503, "Kafka refused the spilled coupon");
+    assert_eq!(winners.len(), 2, "the spilled user is not a winner: {winners:?}");
+    assert!(reservations.is_empty(), "the reservation is gone: {reservations:?}");
+    assert!(given.is_empty(), "bucket 1 took its coupon back: {given:?}");
+    assert_eq!((donor_meta.remaining, donor_meta.seq), (2, 1), "back in stock; its seq is not handed out again");
+
+    let client = reqwest::Client::new();
+    let admitted = std::sync::Mutex::new(None);
+    wait_until("the broker to take coupons again", Duration::from_secs(60), || async {
+        let response = client.post(&url).bearer_auth(couponrush_e2e::token(spilled_user)).send().await?;
+        let code = response.status().as_u16();
+        let body: serde_json::Value = response.json().await?;
+        if code == 201 {
+            *admitted.lock().map_err(|_| anyhow::anyhow!("poisoned"))? = body["seq"].as_u64();
+        }
+        Ok(code == 201)
+    })
+    .await?;
+    let seq = *admitted.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    assert_eq!(seq, Some(u64::from(seq_of(1, 3, 2))), "bucket 1's second seq");
+    scope.wait_for_rows(&round, 3, Duration::from_secs(30)).await?;
+    let stored: HashMap<String, u32> = rows(&scope.pool().await?, &round).await?.into_iter().collect();
+    assert_eq!(stored.get(spilled_user), Some(&seq_of(1, 3, 2)));
+    consumer.stop().await?;
+    issuer.stop().await
+}

@@ -669,6 +669,19 @@ mod tests {
         assert!(answer.body["message"].as_str().is_some_and(|m| !m.contains("nothing was issued")));
     }
 
+    /// A press while another press of the same user takes a coupon from another stock
+    /// bucket, or one whose spill a newer press took over: the other press decides.
+    #[tokio::test]
+    async fn a_press_beside_the_users_spilling_one_is_503_outcome_unknown() {
+        let pending = || Err(IssueError::SpillPending { retry_after_ms: 900 });
+        for fake in [Fake::open(pending), Fake::open(|| Err(IssueError::SpillSuperseded))] {
+            let answer = press(&Arc::new(fake)).await;
+            assert_eq!((answer.status, answer.word()), (StatusCode::SERVICE_UNAVAILABLE, "OUTCOME_UNKNOWN"));
+            assert_eq!(answer.header(header::RETRY_AFTER), Some("1"));
+        }
+        assert!(!IssueError::SpillPending { retry_after_ms: 900 }.needs_settling(), "the other press settles");
+    }
+
     #[tokio::test]
     async fn a_round_whose_redis_state_was_lost_is_503_paused_for_five_seconds() {
         let fake = Arc::new(Fake::open(|| Err(IssueError::RoundRegressed { seq_in_redis: 3, seen: 9 })));

@@ -149,6 +149,19 @@ mod tests {
         assert!(redis_shard_overload(60_000, 111_000, 1).is_some());
     }
 
+    /// The schema's bound on `stockBuckets` is core's: the CRD crate does no I/O and does
+    /// not depend on core, so the two are checked against each other here.
+    #[test]
+    fn the_schema_allows_the_buckets_core_can_hold() -> anyhow::Result<()> {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(couponrush_crds::CouponEvent::crd())?;
+        let field = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["capacity"]
+            ["properties"]["stockBuckets"];
+        assert_eq!(field["maximum"].as_f64(), Some(f64::from(MAX_STOCK_BUCKETS)), "{field}");
+        assert_eq!(field["minimum"].as_f64(), Some(1.0), "{field}");
+        Ok(())
+    }
+
     #[test]
     fn stock_buckets_spread_the_load_over_shards() {
         // A million presses for a million coupons: the warning names the buckets needed.
