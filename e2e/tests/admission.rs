@@ -20,6 +20,7 @@ fn spec(stock: u32, per_user: u32) -> RoundSpec {
         start_ms: couponrush_core::wall_clock_ms(),
         end_ms: None,
         strategy: Strategy::KafkaAsync,
+        buckets: 1,
     }
 }
 
