@@ -87,6 +87,9 @@ trap cleanup EXIT
 
 step "toolchain: rustfmt, clippy" rustup component add rustfmt clippy
 step "backends: Redis, MariaDB, Kafka, Redis Cluster" local/backends.sh up redis mysql kafka redis-cluster
+# The tests find the backends where this script started them (ports set in the
+# environment, e.g. REDIS_CLUSTER_PORTS, reach the tests too).
+eval "$(local/backends.sh env)"
 # Kubernetes from Go modules, cached by version outside the repo (cold: ~15 min).
 step "control plane: build (cached)" local/cluster/build.sh
 # promtool and the Prometheus server (the local scenario scrapes its round with it), one Go
